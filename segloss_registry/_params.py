@@ -1,0 +1,134 @@
+"""Hyperparameters: pydantic models, and validation errors turned into one line per problem."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationInfo
+
+from ._errors import LossConfigError, did_you_mean
+
+__all__ = [
+    "LossParams",
+    "RegionParams",
+    "NoParams",
+    "Mode",
+    "MODES",
+    "validate_params",
+    "format_validation_error",
+    "odd_int",
+]
+
+Mode = Literal["binary", "multiclass", "multilabel"]
+MODES: tuple[str, ...] = ("binary", "multiclass", "multilabel")
+
+
+class LossParams(BaseModel):
+    """Base class of every loss's hyperparameters: frozen, strict, unknown names rejected.
+
+    ``validate_params(..., mode=...)`` passes the mode as validation context, so a model
+    can reject values that make no sense for that mode (``info.context["mode"]``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class NoParams(LossParams):
+    """For a loss without hyperparameters."""
+
+
+class RegionParams(LossParams):
+    """Options shared by the losses built on per-class sums (dice, iou, ...)."""
+
+    per_image: bool = Field(False, description="Reduce per sample, then average; otherwise over the whole batch.")
+    class_weights: list[float] | None = Field(
+        None, description="Weight of each class in the mean over classes (multiclass/multilabel), each >= 0."
+    )
+    include_background: bool = Field(
+        True, description="multiclass only: False leaves class 0 out of the mean over classes."
+    )
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights_ok(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("class_weights must not be empty")
+        if any(w < 0 or not math.isfinite(w) for w in v):
+            raise ValueError(f"class_weights must be finite and >= 0 (got {v})")
+        if sum(v) <= 0:
+            raise ValueError(f"class_weights must not all be 0 (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_ok(self, info: ValidationInfo) -> "RegionParams":
+        mode = (info.context or {}).get("mode")
+        if mode is None:
+            return self
+        if not self.include_background and mode != "multiclass":
+            raise ValueError(f"include_background=False needs mode='multiclass' (got mode='{mode}')")
+        if self.class_weights is not None and mode == "binary":
+            raise ValueError("class_weights needs mode='multiclass' or 'multilabel' (binary has one class)")
+        return self
+
+
+def odd_int(name: str, v: int) -> int:
+    if v < 1 or v % 2 == 0:
+        raise ValueError(f"{name} must be an odd integer >= 1 (got {v})")
+    return v
+
+
+_RULES = {
+    "greater_than_equal": lambda c: f"must be >= {c['ge']}",
+    "greater_than": lambda c: f"must be > {c['gt']}",
+    "less_than_equal": lambda c: f"must be <= {c['le']}",
+    "less_than": lambda c: f"must be < {c['lt']}",
+    "finite_number": lambda c: "must be finite",
+    "float_type": lambda c: "must be a number",
+    "int_type": lambda c: "must be an integer",
+    "bool_type": lambda c: "must be true or false",
+    "list_type": lambda c: "must be a list",
+    "literal_error": lambda c: f"must be one of {c.get('expected')}",
+    "string_type": lambda c: "must be a string",
+    "none_required": lambda c: "must be None",
+}
+
+
+def format_validation_error(owner: str, err: ValidationError, fields: list[str]) -> str:
+    """One line per problem, the first one per field: ``owner: gamma must be >= 0 (got -1.0)``."""
+    lines: dict[str, str] = {}
+    for e in err.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        field = loc[0] if loc else ""
+        if field in lines:  # a union reports one problem per member: keep the first
+            continue
+        etype = e.get("type", "")
+        if etype == "extra_forbidden":
+            line = f"unknown parameter '{field}'{did_you_mean(field, fields)}; known: {', '.join(fields) or 'none'}"
+        elif etype in ("value_error", "assertion_error"):
+            line = str(e.get("msg", "")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        else:
+            rule = _RULES.get(etype)
+            text = rule(e.get("ctx") or {}) if rule else str(e.get("msg", "is invalid")).lower()
+            line = f"{'.'.join(loc) or 'value'} {text} (got {e.get('input')!r})"
+        lines[field] = f"{owner}: {line}"
+    return "\n".join(lines.values())
+
+
+def validate_params(owner: str, model: type[LossParams], values: dict[str, Any], mode: str | None = None) -> LossParams:
+    """Validate ``values`` into ``model``; raise ``LossConfigError`` with one line per problem."""
+    clean = {k: _lists(v) for k, v in values.items()}
+    try:
+        return model.model_validate(clean, context={"mode": mode})
+    except ValidationError as err:
+        raise LossConfigError(format_validation_error(owner, err, list(model.model_fields))) from None
+
+
+def _lists(v: Any) -> Any:
+    # spec strings and configs may carry tuples where the model wants lists
+    if isinstance(v, tuple):
+        return [_lists(x) for x in v]
+    return v

@@ -1,0 +1,340 @@
+"""The registry: plugins found through entry points and pluggy, and the losses they register."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata as md
+import os
+import re
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import _hookspecs
+from ._errors import AmbiguousLossError, PluginError, UnknownLossError, did_you_mean
+from ._params import MODES, LossParams
+
+__all__ = ["LossInfo", "PluginInfo", "Registry", "PluginWarning", "get_registry", "natural_key"]
+
+ENTRY_POINT_GROUP = "segloss_registry"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load or registered something invalid; the others still load."""
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """One registered loss (or named recipe of losses)."""
+
+    name: str
+    plugin: str
+    fn: Callable[..., Any] | None
+    params: type[LossParams]
+    aliases: tuple[str, ...] = ()
+    summary: str = ""
+    modes: tuple[str, ...] = MODES
+    dims: tuple[int, ...] = (1, 2, 3)
+    recipe: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.plugin}:{self.name}"
+
+
+@dataclass
+class PluginInfo:
+    """What ``segloss plugins`` shows: one plugin, where it comes from and how it loaded."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    status: str = "loaded"  # loaded | failed | blocked
+    losses: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def natural_key(s: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", s)]
+
+
+def _strict() -> bool:
+    return os.environ.get("SEGLOSS_STRICT_PLUGINS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _disabled() -> set[str]:
+    return {p.strip() for p in os.environ.get("SEGLOSS_DISABLE_PLUGINS", "").split(",") if p.strip()}
+
+
+class Registry:
+    """Loss plugins and their losses. ``get_registry()`` gives the process-wide one."""
+
+    def __init__(self, entry_point_group: str | None = ENTRY_POINT_GROUP) -> None:
+        self._group = entry_point_group
+        self._pm = pluggy.PluginManager(_hookspecs.PROJECT)
+        self._pm.add_hookspecs(_hookspecs)
+        self._lock = threading.RLock()
+        self._loaded = False
+        self._plugins: dict[str, PluginInfo] = {}
+        self._losses: dict[str, list[LossInfo]] = {}  # plugin name -> its losses
+        self._warned: set[str] = set()
+
+    # -- loading -----------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            if self._group:
+                self._load_entry_points()
+            self._report_ambiguities()
+
+    def _load_entry_points(self) -> None:
+        disabled = _disabled()
+        seen: set[str] = set()
+        for ep in sorted(md.entry_points(group=self._group), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(ep.name, dist.name if dist else None, dist.version if dist else None)
+            if ep.name in seen:
+                self._problem(info, f"a second entry point named '{ep.name}' ({ep.value}) was skipped; rename one")
+                continue
+            seen.add(ep.name)
+            self._plugins[ep.name] = info
+            if ep.name in disabled:
+                info.status = "blocked"
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001 - one broken plugin never breaks the others
+                info.status = "failed"
+                self._problem(info, f"import of {ep.value} failed: {type(exc).__name__}: {exc}")
+                continue
+            self._add(obj, info)
+
+    def _add(self, obj: object, info: PluginInfo) -> None:
+        if not _NAME.match(info.name):
+            info.status = "failed"
+            self._problem(info, "a plugin name must be lower-case letters, digits and '_'")
+            return
+        try:
+            self._pm.register(obj, name=info.name)
+        except Exception as exc:  # noqa: BLE001 - pluggy's validation errors, duplicate names
+            info.status = "failed"
+            self._problem(info, f"{type(exc).__name__}: {exc}")
+            return
+        self._plugins[info.name] = info
+        self._collect(info)
+
+    def _collect(self, info: PluginInfo) -> None:
+        impls = [i for i in self._pm.hook.register_losses.get_hookimpls() if i.plugin_name == info.name]
+        found: list[LossInfo] = []
+        register = _Register(self, info, found)
+        for impl in impls:
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # noqa: BLE001
+                info.status = "failed"
+                self._problem(info, f"its register_losses hook raised {type(exc).__name__}: {exc}")
+                found.clear()
+                break
+        self._losses[info.name] = found
+        info.losses = [loss.name for loss in found]
+
+    def _problem(self, info: PluginInfo, message: str) -> None:
+        info.problems.append(message)
+        text = f"segloss plugin '{info.name}'" + (f" ({info.distribution} {info.version})" if info.distribution else "")
+        text += f": {message}"
+        if _strict():
+            raise PluginError(text + " [SEGLOSS_STRICT_PLUGINS is set]")
+        if text not in self._warned:
+            self._warned.add(text)
+            warnings.warn(text, PluginWarning, stacklevel=4)
+
+    def _report_ambiguities(self) -> None:
+        owners: dict[str, set[str]] = {}
+        for plugin, losses in self._losses.items():
+            for loss in losses:
+                for n in (loss.name, *loss.aliases):
+                    owners.setdefault(n, set()).add(plugin)
+        for n, plugins in sorted(owners.items()):
+            if len(plugins) > 1:
+                for p in sorted(plugins):
+                    msg = (
+                        f"registers '{n}', as do {', '.join(sorted(plugins - {p}))}; "
+                        f"the short name is ambiguous, use '{p}:{n}'"
+                    )
+                    if msg not in self._plugins[p].problems:
+                        self._problem(self._plugins[p], msg)
+
+    # -- plugins registered by code (tests, notebooks) ----------------------------------
+    def register_plugin(self, obj: object, name: str, version: str | None = None) -> PluginInfo:
+        """Register a plugin object (module or instance with a ``register_losses`` hookimpl)."""
+        self._ensure_loaded()
+        with self._lock:
+            if name in self._plugins and self._plugins[name].status == "loaded":
+                raise PluginError(f"a plugin named '{name}' is already registered; unregister it or pick another name")
+            info = PluginInfo(name, None, version)
+            self._add(obj, info)
+            if info.status != "loaded":
+                raise PluginError(f"plugin '{name}' failed: {'; '.join(info.problems)}")
+            self._report_ambiguities()
+            return info
+
+    def unregister_plugin(self, name: str) -> None:
+        with self._lock:
+            if self._pm.has_plugin(name):
+                self._pm.unregister(name=name)
+            self._plugins.pop(name, None)
+            self._losses.pop(name, None)
+
+    @contextmanager
+    def plugin(self, obj: object, name: str) -> Iterator[PluginInfo]:
+        """Register ``obj`` as plugin ``name`` for the duration of a ``with`` block."""
+        info = self.register_plugin(obj, name)
+        try:
+            yield info
+        finally:
+            self.unregister_plugin(name)
+
+    # -- queries -------------------------------------------------------------------------
+    def plugins(self) -> list[PluginInfo]:
+        self._ensure_loaded()
+        return sorted(self._plugins.values(), key=lambda p: natural_key(p.name))
+
+    def all_losses(self) -> list[LossInfo]:
+        self._ensure_loaded()
+        return [loss for losses in self._losses.values() for loss in losses]
+
+    def list(self, pattern: str = "*") -> list[LossInfo]:
+        """Losses whose name or alias matches the wildcard ``pattern``, naturally sorted."""
+        pat = pattern.lower()
+        hits = [
+            loss
+            for loss in self.all_losses()
+            if any(fnmatch.fnmatchcase(n, pat) for n in (loss.name, loss.qualified_name, *loss.aliases))
+        ]
+        return sorted(hits, key=lambda loss: (natural_key(loss.name), loss.plugin))
+
+    def resolve(self, name: str) -> LossInfo:
+        """The loss for ``name``, an alias, or a qualified ``plugin:name``."""
+        self._ensure_loaded()
+        if not isinstance(name, str):
+            raise UnknownLossError(f"a loss name must be a string (got {name!r})")
+        key = name.strip().lower()
+        if ":" in key:
+            plugin, _, short = key.partition(":")
+            losses = self._losses.get(plugin)
+            if losses is None:
+                known = sorted(self._losses)
+                raise UnknownLossError(
+                    f"unknown plugin '{plugin}' in '{name}'{did_you_mean(plugin, known)}; plugins: {', '.join(known)}"
+                )
+            hits = [loss for loss in losses if short == loss.name or short in loss.aliases]
+            if not hits:
+                names = sorted(n for loss in losses for n in (loss.name, *loss.aliases))
+                raise UnknownLossError(
+                    f"plugin '{plugin}' has no loss '{short}'{did_you_mean(short, names)}; it has: {', '.join(names)}"
+                )
+            return hits[0]
+        hits = [loss for loss in self.all_losses() if key == loss.name or key in loss.aliases]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            options = " or ".join(f"'{h.plugin}:{h.name}'" for h in sorted(hits, key=lambda h: h.plugin))
+            raise AmbiguousLossError(
+                f"loss name '{name}' is registered by {len(hits)} plugins "
+                f"({', '.join(sorted(h.plugin for h in hits))}); write {options}"
+            )
+        names = sorted({n for loss in self.all_losses() for n in (loss.name, *loss.aliases)}, key=natural_key)
+        raise UnknownLossError(f"unknown loss '{name}'{did_you_mean(key, names)}; available: {', '.join(names)}")
+
+
+class _Register:
+    """The ``register`` callback handed to one plugin's hook."""
+
+    def __init__(self, registry: Registry, info: PluginInfo, found: list[LossInfo]):
+        self._registry = registry
+        self._info = info
+        self._found = found
+
+    def __call__(
+        self,
+        name: str,
+        fn: Callable[..., Any] | str,
+        *,
+        params: type[LossParams] | None = None,
+        aliases: Sequence[str] = (),
+        summary: str = "",
+        modes: Sequence[str] = MODES,
+        dims: Sequence[int] = (1, 2, 3),
+    ) -> None:
+        """Register loss ``name`` computed by ``fn(inputs, params)``; a spec string makes a named recipe."""
+        problem = self._check(name, fn, params, aliases, modes, dims)
+        if problem:
+            self._registry._problem(self._info, f"loss {name!r} was not registered: {problem}")
+            return
+        recipe = fn if isinstance(fn, str) else None
+        from ._params import NoParams
+
+        self._found.append(
+            LossInfo(
+                name=name,
+                plugin=self._info.name,
+                fn=None if recipe else fn,  # type: ignore[arg-type]
+                params=params or NoParams,
+                aliases=tuple(aliases),
+                summary=summary.strip().splitlines()[0] if summary.strip() else "",
+                modes=tuple(modes),
+                dims=tuple(sorted(dims)),
+                recipe=recipe,
+                distribution=self._info.distribution,
+                version=self._info.version,
+            )
+        )
+
+    def _check(self, name: Any, fn: Any, params: Any, aliases: Any, modes: Any, dims: Any) -> str | None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            return "a loss name must be lower-case letters, digits and '_', starting with a letter"
+        if isinstance(fn, str):
+            if params is not None:
+                return "a recipe (spec string) takes no params model"
+        else:
+            if not callable(fn):
+                return f"fn must be callable fn(inputs, params) or a spec string (got {type(fn).__name__})"
+            if not (isinstance(params, type) and issubclass(params, LossParams)):
+                return "params must be a subclass of segloss_registry.LossParams (NoParams for a loss without any)"
+        if isinstance(aliases, str) or not all(isinstance(a, str) and _NAME.match(a) for a in aliases):
+            return f"aliases must be a sequence of valid names (got {aliases!r})"
+        if isinstance(modes, str) or not modes or not set(modes) <= set(MODES):
+            return f"modes must be a non-empty subset of {MODES} (got {modes!r})"
+        if isinstance(dims, int) or not dims or not set(dims) <= {1, 2, 3}:
+            return f"dims must be a non-empty subset of (1, 2, 3) (got {dims!r})"
+        taken = {n for loss in self._found for n in (loss.name, *loss.aliases)}
+        for n in (name, *aliases):
+            if n in taken:
+                return f"'{n}' is registered twice by this plugin"
+        return None
+
+
+_REGISTRY: Registry | None = None
+_REGISTRY_LOCK = threading.Lock()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (plugins load on first use)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        with _REGISTRY_LOCK:
+            if _REGISTRY is None:
+                _REGISTRY = Registry()
+    return _REGISTRY
