@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._errors import InputError
+from ._errors import InputError, LossConfigError
+from .distributed import sync_sum
 
 __all__ = ["InputOptions", "Inputs", "check_inputs", "normalise", "safe_ratio"]
 
@@ -126,11 +127,21 @@ def check_inputs(logits: Any, target: Any, opts: InputOptions, values: bool) -> 
 
 
 def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
+    """Value checks (one device sync): finite logits, target ids or values in range, one-hot sums."""
+    if logits.device.type == "meta":  # no data to check (shape tracing)
+        return
     mode, ii = opts.mode, opts.ignore_index
     with torch.no_grad():
         x = logits.detach()
         t = target.detach()
         valid = torch.ones_like(t, dtype=torch.bool) if ii is None else t != ii
+        if t.is_floating_point():
+            bad_t = torch.isnan(t) & valid
+            if bool(bad_t.any()):
+                raise InputError(
+                    f"{mode}: target {_shape(target)} holds {int(bad_t.sum())} NaN values; fix the data "
+                    f"(or mark those pixels with a finite ignore_index)"
+                )
         checks: list[Tensor] = [torch.isfinite(x).all()]
         multiclass_ids = mode == "multiclass" and not t.is_floating_point()
         if multiclass_ids:
@@ -140,7 +151,7 @@ def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
             tf = t.float()
             checks.append(((tf >= 0) & (tf <= 1) | ~valid).all())
             if mode == "multiclass":
-                checks.append(((tf.sum(1) - 1).abs() <= 1e-3).all())
+                checks.append(((tf.sum(1) - 1).abs() <= 1e-3).logical_or(~valid.all(1)).all())
         if not opts.from_logits:
             checks.append(((x >= 0) & (x <= 1)).all())
             if mode == "multiclass":
@@ -163,10 +174,11 @@ def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
         hint = (
             f"; if {vals[0]} marks unlabelled pixels pass ignore_index={vals[0]}"
             if len(vals) == 1 and ii is None
-            else ""
+            else f"; give the model one output channel per class, or map the labels into [0, {C})"
+            + ("" if ii is not None else " (ignore_index=... for a label that marks unlabelled pixels)")
         )
         raise InputError(
-            f"multiclass: target {ts} holds class ids {vals} outside [0, {C}) for logits with C = {C}{hint}"
+            f"multiclass: target {ts} holds class ids {vals} outside [0, {C}) for logits {ls} with C = {C}{hint}"
         )
     if not flags[1]:
         tf = t.float()
@@ -174,7 +186,7 @@ def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
         raise InputError(
             f"{mode}: target {ts} holds values outside [0, 1] (min {float(bad.min()):g}, max {float(bad.max()):g})"
             + ("; pass ignore_index=... for a value that marks unlabelled pixels" if ii is None else "")
-            + ("; for class ids use an integer dtype and mode='multiclass'" if mode != "multiclass" else "")
+            + ("; class ids (N, *S) belong to mode='multiclass'" if mode != "multiclass" else "")
         )
     k = 2
     if mode == "multiclass" and not multiclass_ids:
@@ -194,6 +206,11 @@ def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
             f"multiclass: from_logits=False but the input {ls} does not sum to 1 over the class axis; "
             f"apply softmax(dim=1) first, or pass raw logits with from_logits=True"
         )
+
+
+def _safe_log(p: Tensor) -> Tensor:
+    """log of probabilities, clamped at log(tiny) so that p = 0 gives a finite value and gradient."""
+    return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
 
 def safe_ratio(num: Tensor, den: Tensor, empty: float = 1.0) -> Tensor:
@@ -249,7 +266,7 @@ class Inputs:
         self.from_logits = from_logits
         self.hard = hard  # target came as integer class ids
         self._act: tuple[Tensor, Tensor, Tensor | None] | None = None
-        self._stats: dict[bool, tuple[Tensor, Tensor, Tensor]] = {}
+        self._stats: dict[tuple[bool, str], tuple[Tensor, Tensor, Tensor]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -267,12 +284,12 @@ class Inputs:
                     log_p = F.log_softmax(x, dim=1)
                     p = log_p.exp()
                 else:
-                    p, log_p = x, torch.log(x).clamp_min(-100.0)
+                    p, log_p = x, _safe_log(x)
                 self._act = (p, log_p, None)
             elif self.from_logits:
                 self._act = _SigmoidStats.apply(x)
             else:
-                self._act = (x, torch.log(x).clamp_min(-100.0), torch.log1p(-x).clamp_min(-100.0))
+                self._act = (x, _safe_log(x), _safe_log(1 - x))
         return self._act
 
     @property
@@ -310,17 +327,38 @@ class Inputs:
         dims = self.spatial_dims if per_image else (0, *self.spatial_dims)
         return x.sum(dim=dims)
 
-    def region_stats(self, per_image: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """(intersection, sum of prob, sum of target) per class over valid pixels, computed once."""
-        if per_image not in self._stats:
-            p = self.masked(self.prob)
-            t = self.target  # already 0 where ignored
-            self._stats[per_image] = (
-                self.class_sums(p * t, per_image),
-                self.class_sums(p, per_image),
-                self.class_sums(t, per_image),
-            )
-        return self._stats[per_image]
+    def region_stats(self, per_image: bool = False, sync: str = "local") -> tuple[Tensor, Tensor, Tensor]:
+        """(intersection, sum of prob, sum of target) per class over valid pixels, computed once.
+
+        Shapes (C,), or (N, C) with ``per_image``. ``sync="global"`` sums the (C,) statistics
+        over the ranks of the default process group (one autograd-aware collective, traced by
+        torch.compile; see ``segloss_registry.distributed``), so the loss is that of the global
+        batch on every rank. A region loss gets it by calling
+        ``inp.region_stats(params.per_image, params.sync)`` with params derived from
+        ``RegionParams``. Raises ``InputError`` for ``"global"`` without a process group, and
+        ``LossConfigError`` for ``per_image=True`` with ``"global"``.
+        """
+        key = (per_image, sync)
+        if key not in self._stats:
+            if sync == "global" and per_image:
+                raise LossConfigError(
+                    f"{self.mode}: region_stats(per_image=True, sync='global') is not supported: per-image "
+                    "statistics need no all-reduce; use sync='local'"
+                )
+            if (per_image, "local") in self._stats:
+                local = self._stats[(per_image, "local")]
+            else:
+                p = self.masked(self.prob)
+                t = self.target  # already 0 where ignored
+                local = (
+                    self.class_sums(p * t, per_image),
+                    self.class_sums(p, per_image),
+                    self.class_sums(t, per_image),
+                )
+                self._stats[(per_image, "local")] = local
+            if sync != "local":
+                self._stats[key] = sync_sum(local, sync, self.mode)  # type: ignore[assignment]
+        return self._stats[key]
 
     def class_mean(self, per_class: Tensor, params: Any = None) -> Tensor:
         """Mean of a per-class loss (C,) or (N, C) over classes (then samples).
@@ -360,6 +398,8 @@ def normalise(logits: Tensor, target: Tensor, opts: InputOptions) -> Inputs:
             t = torch.where(valid, t, torch.zeros_like(t))
         classes = torch.arange(x.shape[1], device=t.device).view(1, -1, *([1] * (t.dim() - 1)))
         t = (t.unsqueeze(1) == classes).to(dtype)
+        if mask is not None:
+            t = t * mask
         return Inputs(mode, x, t, mask, opts.from_logits, hard)
     else:
         t = target

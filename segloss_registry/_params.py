@@ -49,6 +49,11 @@ class RegionParams(LossParams):
     include_background: bool = Field(
         True, description="multiclass only: False leaves class 0 out of the mean over classes."
     )
+    sync: Literal["local", "global"] = Field(
+        "local",
+        description="'global': sum the per-class statistics over the ranks of the default process group "
+        "(DistributedDataParallel), so every rank gets the loss of the global batch; 'local': this rank's batch only.",
+    )
 
     @field_validator("class_weights")
     @classmethod
@@ -65,6 +70,12 @@ class RegionParams(LossParams):
 
     @model_validator(mode="after")
     def _mode_ok(self, info: ValidationInfo) -> "RegionParams":
+        if self.per_image and self.sync == "global":
+            raise ValueError(
+                "per_image=True with sync='global' is not supported: per-image statistics need no all-reduce; "
+                "use sync='local' (with equal shard sizes DDP's gradient averaging already gives the gradient "
+                "of the mean over all images), or per_image=False for statistics over the global batch"
+            )
         mode = (info.context or {}).get("mode")
         if mode is None:
             return self
@@ -81,11 +92,15 @@ def odd_int(name: str, v: int) -> int:
     return v
 
 
+def _n(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 _RULES = {
-    "greater_than_equal": lambda c: f"must be >= {c['ge']}",
-    "greater_than": lambda c: f"must be > {c['gt']}",
-    "less_than_equal": lambda c: f"must be <= {c['le']}",
-    "less_than": lambda c: f"must be < {c['lt']}",
+    "greater_than_equal": lambda c: f"must be >= {_n(c['ge'])}",
+    "greater_than": lambda c: f"must be > {_n(c['gt'])}",
+    "less_than_equal": lambda c: f"must be <= {_n(c['le'])}",
+    "less_than": lambda c: f"must be < {_n(c['lt'])}",
     "finite_number": lambda c: "must be finite",
     "float_type": lambda c: "must be a number",
     "int_type": lambda c: "must be an integer",

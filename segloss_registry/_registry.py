@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.metadata as md
+import inspect
 import os
 import re
 import threading
@@ -67,11 +68,17 @@ def natural_key(s: str) -> list[Any]:
 
 
 def _strict() -> bool:
+    """``SEGLOSS_STRICT_PLUGINS=1`` (or true/yes/on): any plugin problem is a ``PluginError``."""
     return os.environ.get("SEGLOSS_STRICT_PLUGINS", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name.strip().lower())
+
+
 def _disabled() -> set[str]:
-    return {p.strip() for p in os.environ.get("SEGLOSS_DISABLE_PLUGINS", "").split(",") if p.strip()}
+    """``SEGLOSS_DISABLE_PLUGINS=a,b``: plugin (entry-point) or distribution names never imported."""
+    return {_norm(p) for p in os.environ.get("SEGLOSS_DISABLE_PLUGINS", "").split(",") if p.strip()}
 
 
 class Registry:
@@ -83,43 +90,70 @@ class Registry:
         self._pm.add_hookspecs(_hookspecs)
         self._lock = threading.RLock()
         self._loaded = False
+        self._loading = False
+        self._error: PluginError | None = None  # strict mode: raised on every use
         self._plugins: dict[str, PluginInfo] = {}
         self._losses: dict[str, list[LossInfo]] = {}  # plugin name -> its losses
         self._warned: set[str] = set()
 
     # -- loading -----------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
-        if self._loaded:
+        if not self._loaded:
+            with self._lock:
+                # _loading: a plugin that uses the registry while it is being loaded sees a partial one
+                if not self._loaded and not self._loading:
+                    self._loading = True
+                    try:
+                        if self._group:
+                            self._load_entry_points()
+                        self._report_ambiguities()
+                        self._raise_if_strict()
+                    finally:
+                        self._loading = False
+                        self._loaded = True
+        if self._error is not None:
+            raise self._error
+
+    def _raise_if_strict(self) -> None:
+        if not _strict():
             return
-        with self._lock:
-            if self._loaded:
-                return
-            self._loaded = True
-            if self._group:
-                self._load_entry_points()
-            self._report_ambiguities()
+        lines = [f"{self._where(p)}: {m}" for p in self.plugins_unchecked() for m in p.problems]
+        if lines:
+            self._error = PluginError(
+                f"{len(lines)} plugin problem(s) and SEGLOSS_STRICT_PLUGINS is set:\n  " + "\n  ".join(lines)
+                + "\nfix or uninstall the plugin, block it with SEGLOSS_DISABLE_PLUGINS=<name>, "
+                "or unset SEGLOSS_STRICT_PLUGINS to load the others with a warning"
+            )
 
     def _load_entry_points(self) -> None:
         disabled = _disabled()
-        seen: set[str] = set()
-        for ep in sorted(md.entry_points(group=self._group), key=lambda e: e.name):
+        matched: set[str] = set()
+        for ep in sorted(md.entry_points(group=self._group), key=lambda e: (e.name, e.value)):
             dist = getattr(ep, "dist", None)
             info = PluginInfo(ep.name, dist.name if dist else None, dist.version if dist else None)
-            if ep.name in seen:
-                self._problem(info, f"a second entry point named '{ep.name}' ({ep.value}) was skipped; rename one")
+            first = self._plugins.get(ep.name)
+            if first is not None:
+                where = f" from {info.distribution} {info.version}" if info.distribution else ""
+                self._problem(first, f"a second entry point named '{ep.name}' ({ep.value}{where}) was skipped; "
+                                     f"rename one of them")
                 continue
-            seen.add(ep.name)
             self._plugins[ep.name] = info
-            if ep.name in disabled:
+            names = {_norm(ep.name)} | ({_norm(info.distribution)} if info.distribution else set())
+            if names & disabled:
+                matched |= names & disabled
                 info.status = "blocked"
                 continue
             try:
                 obj = ep.load()
-            except Exception as exc:  # noqa: BLE001 - one broken plugin never breaks the others
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - one broken plugin never breaks the others
                 info.status = "failed"
-                self._problem(info, f"import of {ep.value} failed: {type(exc).__name__}: {exc}")
+                self._problem(info, f"import of '{ep.value}' failed: {type(exc).__name__}: {exc}")
                 continue
             self._add(obj, info)
+        unknown = sorted(disabled - matched)
+        if unknown:
+            self._warn(f"SEGLOSS_DISABLE_PLUGINS names {', '.join(unknown)}, which match no installed plugin; "
+                       f"plugins: {', '.join(sorted(self._plugins))}")
 
     def _add(self, obj: object, info: PluginInfo) -> None:
         if not _NAME.match(info.name):
@@ -138,11 +172,15 @@ class Registry:
     def _collect(self, info: PluginInfo) -> None:
         impls = [i for i in self._pm.hook.register_losses.get_hookimpls() if i.plugin_name == info.name]
         found: list[LossInfo] = []
+        if not impls:
+            info.status = "failed"
+            self._problem(info, "it has no register_losses hook (a function decorated with "
+                                "@segloss_registry.hookimpl), so it registers no loss")
         register = _Register(self, info, found)
         for impl in impls:
             try:
                 impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
                 info.status = "failed"
                 self._problem(info, f"its register_losses hook raised {type(exc).__name__}: {exc}")
                 found.clear()
@@ -150,17 +188,26 @@ class Registry:
         self._losses[info.name] = found
         info.losses = [loss.name for loss in found]
 
-    def _problem(self, info: PluginInfo, message: str) -> None:
+    @staticmethod
+    def _where(info: PluginInfo) -> str:
+        dist = f" ({info.distribution} {info.version})" if info.distribution else ""
+        return f"segloss plugin '{info.name}'{dist}"
+
+    def _problem(self, info: PluginInfo, message: str, warn: bool = True) -> None:
+        """Record a problem of one plugin (``segloss plugins`` shows it) and warn once, unless strict."""
+        if message in info.problems:
+            return
         info.problems.append(message)
-        text = f"segloss plugin '{info.name}'" + (f" ({info.distribution} {info.version})" if info.distribution else "")
-        text += f": {message}"
-        if _strict():
-            raise PluginError(text + " [SEGLOSS_STRICT_PLUGINS is set]")
+        if warn and not _strict():
+            self._warn(f"{self._where(info)}: {message}")
+
+    def _warn(self, text: str) -> None:
         if text not in self._warned:
             self._warned.add(text)
-            warnings.warn(text, PluginWarning, stacklevel=4)
+            warnings.warn(text, PluginWarning, stacklevel=5)
 
     def _report_ambiguities(self) -> None:
+        """A name (or alias) that two plugins register: one warning naming both, a problem of each."""
         owners: dict[str, set[str]] = {}
         for plugin, losses in self._losses.items():
             for loss in losses:
@@ -168,13 +215,15 @@ class Registry:
                     owners.setdefault(n, set()).add(plugin)
         for n, plugins in sorted(owners.items()):
             if len(plugins) > 1:
-                for p in sorted(plugins):
-                    msg = (
-                        f"registers '{n}', as do {', '.join(sorted(plugins - {p}))}; "
-                        f"the short name is ambiguous, use '{p}:{n}'"
-                    )
-                    if msg not in self._plugins[p].problems:
-                        self._problem(self._plugins[p], msg)
+                fixes = " or ".join(f"'{p}:{n}'" for p in sorted(plugins))
+                msg = (f"loss name '{n}' is registered by {len(plugins)} plugins ({', '.join(sorted(plugins))}); "
+                       f"the short name is ambiguous: write {fixes}")
+                for i, p in enumerate(sorted(plugins)):
+                    self._problem(self._plugins[p], msg, warn=i == 0)
+
+    def plugins_unchecked(self) -> list[PluginInfo]:
+        """``plugins()`` without loading or raising (for error messages)."""
+        return sorted(self._plugins.values(), key=lambda p: natural_key(p.name))
 
     # -- plugins registered by code (tests, notebooks) ----------------------------------
     def register_plugin(self, obj: object, name: str, version: str | None = None) -> PluginInfo:
@@ -186,8 +235,12 @@ class Registry:
             info = PluginInfo(name, None, version)
             self._add(obj, info)
             if info.status != "loaded":
+                self.unregister_plugin(name)
                 raise PluginError(f"plugin '{name}' failed: {'; '.join(info.problems)}")
             self._report_ambiguities()
+            if _strict() and info.problems:
+                self.unregister_plugin(name)
+                raise PluginError(f"plugin '{name}': {'; '.join(info.problems)} [SEGLOSS_STRICT_PLUGINS is set]")
             return info
 
     def unregister_plugin(self, name: str) -> None:
@@ -256,7 +309,18 @@ class Registry:
                 f"({', '.join(sorted(h.plugin for h in hits))}); write {options}"
             )
         names = sorted({n for loss in self.all_losses() for n in (loss.name, *loss.aliases)}, key=natural_key)
-        raise UnknownLossError(f"unknown loss '{name}'{did_you_mean(key, names)}; available: {', '.join(names)}")
+        raise UnknownLossError(f"unknown loss '{name}'{did_you_mean(key, names)}; available: {', '.join(names)}"
+                               + self._not_loaded_hint())
+
+    def _not_loaded_hint(self) -> str:
+        blocked = [p.name for p in self._plugins.values() if p.status == "blocked"]
+        failed = [p.name for p in self._plugins.values() if p.status == "failed"]
+        hint = ""
+        if blocked:
+            hint += f"; blocked by SEGLOSS_DISABLE_PLUGINS: {', '.join(sorted(blocked))}"
+        if failed:
+            hint += f"; failed to load (see `segloss plugins`): {', '.join(sorted(failed))}"
+        return hint
 
 
 class _Register:
@@ -308,11 +372,25 @@ class _Register:
         if isinstance(fn, str):
             if params is not None:
                 return "a recipe (spec string) takes no params model"
+            from ._errors import SeglossError
+            from ._spec import parse_spec
+
+            try:
+                parse_spec(fn)
+            except SeglossError as exc:
+                return f"its recipe does not parse: {exc}"
         else:
             if not callable(fn):
                 return f"fn must be callable fn(inputs, params) or a spec string (got {type(fn).__name__})"
+            try:
+                inspect.signature(fn).bind(None, None)
+            except TypeError:
+                return f"fn must accept two arguments fn(inputs, params) (got {getattr(fn, '__name__', fn)!r})"
+            except ValueError:  # no signature (some builtins): accept
+                pass
             if not (isinstance(params, type) and issubclass(params, LossParams)):
-                return "params must be a subclass of segloss_registry.LossParams (NoParams for a loss without any)"
+                return (f"params must be a subclass of segloss_registry.LossParams, NoParams for a loss without "
+                        f"any (got {params!r})")
         if isinstance(aliases, str) or not all(isinstance(a, str) and _NAME.match(a) for a in aliases):
             return f"aliases must be a sequence of valid names (got {aliases!r})"
         if isinstance(modes, str) or not modes or not set(modes) <= set(MODES):

@@ -10,10 +10,12 @@ Per sample n and class c, with ``pool_k`` a max-pool of size k, stride 1, same p
 Probabilities are the softmax over classes; binary mode uses the two classes background
 (1 - p) and foreground (p), multilabel each channel's sigmoid. ``theta0`` = 3 and
 ``theta`` = 5 must be odd (an even size changes the pooled shape). 2D and 3D. Boundaries
-are taken inside the valid pixels only. A class with no boundary in the target has R = 0
-and contributes 1, as in the paper's formula; a perfect prediction of images in which every
-class has a boundary gives about 0. Unlike the seed, the batch axis survives a batch of one,
-targets are not clamped (an id >= C is an error) and shapes must match (no crop).
+are taken inside the valid pixels only (ignored pixels take no part in the max-pools), and
+the mean runs over the (sample, class) pairs with a valid pixel (0 when all are ignored).
+A class with no boundary in the target has R = 0 and contributes 1, as in the paper's
+formula; a perfect prediction of images in which every class has a boundary gives about 0.
+Unlike the seed, the batch axis survives a batch of one, targets are not clamped (an id >= C
+is an error) and shapes must match (no crop).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def boundary(inp: Inputs, params: BoundaryParams) -> Tensor:
     pool = _POOL[len(inp.spatial_dims)]
 
     def edge(y: Tensor, k: int) -> Tensor:
-        return pool(1 - y, kernel_size=k, stride=1, padding=(k - 1) // 2) - (1 - y)
+        # the pool sees valid pixels only, so ignored pixels neither make nor hide a boundary
+        return pool(inp.masked(1 - y), kernel_size=k, stride=1, padding=(k - 1) // 2) - (1 - y)
 
     t_b = inp.masked(edge(t, params.theta0))
     p_b = inp.masked(edge(p, params.theta0))
@@ -64,7 +67,12 @@ def boundary(inp: Inputs, params: BoundaryParams) -> Tensor:
     precision = (p_b * t_be).sum(dims) / (p_b.sum(dims) + 1e-7)
     recall = (p_be * t_b).sum(dims) / (t_b.sum(dims) + 1e-7)
     bf1 = 2 * precision * recall / (precision + recall + 1e-7)
-    return (1 - bf1).mean()
+    if inp.mask is None:
+        return (1 - bf1).mean()
+    # mean over the (sample, class) pairs that have a valid pixel; 0 when every pixel is ignored
+    seen = (inp.mask.sum(dims) > 0).to(bf1.dtype).expand_as(bf1)
+    count = seen.sum()
+    return ((1 - bf1) * seen).sum() / torch.where(count > 0, count, torch.ones_like(count))
 
 
 def boundary_loss(logits: Tensor, target: Tensor, *, mode: str = "multiclass", **kwargs: Any) -> Tensor:

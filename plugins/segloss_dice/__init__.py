@@ -3,6 +3,8 @@
 ``I = sum(p * t)``, ``P = sum(p)``, ``T = sum(t)`` over the batch and the spatial axes of
 each class (``per_image=True``: per sample, then the mean over samples). Binary mode has one
 class, so the sums run over the whole batch, as in the seed's flattened DiceLoss.
+``sync="global"`` sums ``I``, ``P``, ``T`` over the ranks of the default process group
+first (DistributedDataParallel): every rank gets the loss of the global batch.
 
 Empty masks: prediction and target both empty give 0 (for any ``smooth`` >= 0); an empty
 target with a non-empty prediction gives ``1 - s / (P + s)``, close to 1.
@@ -28,7 +30,7 @@ class DiceParams(RegionParams):
 
 def dice(inp: Inputs, params: DiceParams) -> Tensor:
     """Dice loss from normalised inputs; a 0-dim tensor."""
-    inter, p_sum, t_sum = inp.region_stats(params.per_image)
+    inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     s = params.smooth
     per_class = 1 - safe_ratio(2 * inter + s, p_sum + t_sum + s)
     return inp.class_mean(per_class, params)

@@ -1,6 +1,7 @@
 """IoU (Jaccard) loss: ``1 - (I + s) / (U + s)`` with ``U = P + T - I``, per class, then the mean.
 
-Sums as in dice (per class over the batch; ``per_image=True`` per sample). Empty masks:
+Sums as in dice (per class over the batch; ``per_image=True`` per sample; ``sync="global"``
+over the global batch of all DDP ranks). Empty masks:
 both empty give 0; an empty target with a non-empty prediction gives ``1 - s / (P + s)``.
 """
 
@@ -24,7 +25,7 @@ class IoUParams(RegionParams):
 
 def iou(inp: Inputs, params: IoUParams) -> Tensor:
     """IoU loss from normalised inputs; a 0-dim tensor."""
-    inter, p_sum, t_sum = inp.region_stats(params.per_image)
+    inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     s = params.smooth
     per_class = 1 - safe_ratio(inter + s, p_sum + t_sum - inter + s)
     return inp.class_mean(per_class, params)

@@ -1,0 +1,67 @@
+"""Focal Tversky loss (Abraham & Khan 2019, arXiv 1810.07842), the exponent per class.
+
+::
+
+    FTL = mean_c (1 - TI_c)^(1/gamma)
+    TI_c = (I_c + s) / (I_c + alpha * FP_c + beta * FN_c + s)     (as in ``tversky``)
+
+The exponent is applied to each class's ``1 - TI_c`` **before** the mean over classes, as in
+the paper's ``sum_c (1 - TI_c)^(1/gamma)`` (divided by the number of classes so that the
+value stays in [0, 1]; ``class_weights`` and ``include_background`` act on that mean).
+Implementations that raise the class-mean Tversky loss to the power instead
+(segmentation_models_pytorch's ``TverskyLoss(gamma=...)`` computes ``mean(1 - TI)^gamma``)
+compute a different loss for more than one class: a poorly segmented small class is not
+emphasised over the others.
+
+**alpha weighs false positives and beta false negatives** (the paper writes the same
+weights with the letters swapped: its alpha = 0.7 is the weight of false negatives).
+Defaults: alpha = 0.3, beta = 0.7, gamma = 4/3 (the paper's), smooth s = 1. gamma > 1 makes
+the loss larger for classes that are already well segmented less than for poorly segmented
+ones... concretely ``x^(1/gamma)`` with gamma > 1 has a larger slope near 0, so training keeps
+pushing on classes that are nearly right; gamma = 1 is the Tversky loss.
+
+Modes: binary, multiclass, multilabel. Empty masks: both empty give 0 (any s >= 0; to
+``1e-9`` for gamma > 1, where ``1 - TI`` is clamped at 1e-12 so that the gradient of the
+power stays finite); an empty target with a non-empty prediction gives
+``(1 - s / (alpha P + s))^(1/gamma)``, close to 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from segloss_tversky import TverskyParams, region_stats, tversky_index
+from torch import Tensor
+
+from segloss_registry import Inputs, functional_loss, hookimpl
+
+__all__ = ["FocalTverskyParams", "focal_tversky", "focal_tversky_loss"]
+
+MODES = ("binary", "multiclass", "multilabel")
+
+
+class FocalTverskyParams(TverskyParams):
+    gamma: float = Field(4.0 / 3.0, gt=0, description="the per-class loss is (1 - TI)^(1/gamma); > 0")
+
+
+def focal_tversky(inp: Inputs, params: FocalTverskyParams) -> Tensor:
+    """Focal Tversky loss from normalised inputs; a 0-dim tensor."""
+    inter, p_sum, t_sum = region_stats(inp, params)
+    one_minus = 1 - tversky_index(inter, p_sum, t_sum, params.alpha, params.beta, params.smooth)
+    power = 1.0 / params.gamma
+    # for power < 1 the slope of x^power at 0 is infinite: clamp so a perfect class has a finite gradient
+    per_class = one_minus.clamp_min(1e-12 if power < 1 else 0.0) ** power
+    return inp.class_mean(per_class, params)
+
+
+def focal_tversky_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
+    """Focal Tversky loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
+    return functional_loss("focal_tversky", focal_tversky, FocalTverskyParams, MODES, logits, target,
+                           mode=mode, **kwargs)
+
+
+@hookimpl
+def register_losses(register: Any) -> None:
+    register("focal_tversky", focal_tversky, params=FocalTverskyParams, modes=MODES,
+             summary="mean_c (1 - TI_c)^(1/gamma), the exponent per class (Abraham & Khan 2019), gamma = 4/3")

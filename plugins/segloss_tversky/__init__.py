@@ -1,0 +1,79 @@
+"""Tversky loss (Salehi et al. 2017, arXiv 1706.05721): ``1 - TI`` per class, then the class mean.
+
+::
+
+    TI_c = (I_c + s) / (I_c + alpha * FP_c + beta * FN_c + s)
+    FP_c = P_c - I_c = sum(p (1 - t)),   FN_c = T_c - I_c = sum((1 - p) t)
+
+with ``I = sum(p t)``, ``P = sum(p)``, ``T = sum(t)`` over the valid pixels of each class
+(shared with dice and iou through ``inp.region_stats``): over the batch, or per sample with
+``per_image=True``. **alpha weighs false positives and beta false negatives** (Salehi's
+letters; Abraham & Khan 2019 and some code swap them). beta > alpha favours recall, which is
+what small structures usually need. ``alpha = beta = 0.5`` is the Dice loss, ``alpha = beta
+= 1`` the IoU loss. Defaults: alpha = 0.3, beta = 0.7 (Salehi's best setting), smooth s = 1.
+
+Modes: binary, multiclass (softmax), multilabel (sigmoid); ``class_weights`` and
+``include_background`` act on the mean over classes. Empty masks: prediction and target both
+empty give 0 (any s >= 0); an empty target with a non-empty prediction gives
+``1 - s / (alpha P + s)``, close to 1.
+
+Peers: ``monai.losses.TverskyLoss(alpha, beta, smooth_nr=s, smooth_dr=s, batch=True)`` is
+this loss (same letters); ``kornia.losses.tversky_loss`` is ``per_image=True`` with s = 0,
+but leaves classes absent from an image out of its mean (here they count, with the value above).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
+
+__all__ = ["TverskyParams", "tversky", "tversky_index", "tversky_loss"]
+
+MODES = ("binary", "multiclass", "multilabel")
+
+
+class TverskyParams(RegionParams):
+    alpha: float = Field(0.3, ge=0, description="weight of false positives FP = P - I; >= 0")
+    beta: float = Field(0.7, ge=0, description="weight of false negatives FN = T - I; >= 0")
+    smooth: float = Field(1.0, ge=0, description="s, added to numerator and denominator; >= 0 and finite")
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> "TverskyParams":
+        if self.alpha + self.beta <= 0:
+            raise ValueError("alpha + beta must be > 0 (with both 0 the index is 1 for any prediction)")
+        return self
+
+
+def region_stats(inp: Inputs, params: RegionParams) -> tuple[Tensor, Tensor, Tensor]:
+    """``inp.region_stats`` for ``params`` (honours ``sync`` where the core provides it)."""
+    sync = getattr(params, "sync", "local")
+    return inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
+
+
+def tversky_index(inter: Tensor, p_sum: Tensor, t_sum: Tensor, alpha: float, beta: float, smooth: float) -> Tensor:
+    """``(I + s) / (I + alpha (P - I) + beta (T - I) + s)``, 1 where the denominator is 0."""
+    fp = (p_sum - inter).clamp_min(0)
+    fn = (t_sum - inter).clamp_min(0)
+    return safe_ratio(inter + smooth, inter + alpha * fp + beta * fn + smooth, empty=1.0)
+
+
+def tversky(inp: Inputs, params: TverskyParams) -> Tensor:
+    """Tversky loss from normalised inputs; a 0-dim tensor."""
+    inter, p_sum, t_sum = region_stats(inp, params)
+    per_class = 1 - tversky_index(inter, p_sum, t_sum, params.alpha, params.beta, params.smooth)
+    return inp.class_mean(per_class, params)
+
+
+def tversky_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
+    """Tversky loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
+    return functional_loss("tversky", tversky, TverskyParams, MODES, logits, target, mode=mode, **kwargs)
+
+
+@hookimpl
+def register_losses(register: Any) -> None:
+    register("tversky", tversky, params=TverskyParams, modes=MODES,
+             summary="1 - (I + s) / (I + alpha FP + beta FN + s), alpha on FP, beta on FN; per class then mean")

@@ -1,0 +1,100 @@
+"""A composite does its shared work once: one sigmoid (or softmax) per call, forward and backward.
+
+Shown two ways: counting aten ops dispatched by the eager composite, and counting the
+transcendental ops in the forward and backward graphs that AOTAutograd hands the compiler
+for the compiled composite (the graphs torch.compile fuses).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from segloss_registry import build_loss
+
+TRANSCENDENTAL = ("exp", "log1p", "log", "sigmoid", "_log_softmax", "_softmax", "log_sigmoid_forward", "tanh")
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _transcendental(counts: Counter[str]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if k in TRANSCENDENTAL}
+
+
+def _eager_counts(spec: str, mode: str):
+    C = 1 if mode == "binary" else 3
+    x = torch.randn(2, C, 8, 8, requires_grad=True)
+    t = torch.randint(0, C, (2, 8, 8)) if mode == "multiclass" else (torch.rand(2, C, 8, 8) > 0.5).float()
+    crit = build_loss(spec, mode=mode, compile=False)
+    with _CountOps() as fwd:
+        loss = crit(x, t)
+    with _CountOps() as bwd:
+        loss.backward()
+    return _transcendental(fwd.counts), _transcendental(bwd.counts)
+
+
+def test_binary_composite_runs_one_sigmoid_pass():
+    single_f, single_b = _eager_counts("bce", "binary")
+    multi_f, multi_b = _eager_counts("bce + dice + iou + focal", "binary")
+    assert single_f == {"exp": 1, "log1p": 1}
+    assert multi_f == single_f  # dice, iou and focal reuse bce's sigmoid
+    assert multi_b == single_b == {}  # the backward needs no transcendental op at all
+
+
+def test_multiclass_composite_runs_one_softmax():
+    f, _ = _eager_counts("ce + dice + iou + focal", "multiclass")
+    assert f == {"_log_softmax": 1, "exp": 1}
+
+
+def test_region_sums_are_shared_between_dice_and_iou():
+    x = torch.randn(2, 1, 8, 8)
+    t = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    with _CountOps() as one:
+        build_loss("dice", compile=False)(x, t)
+    with _CountOps() as two:
+        build_loss("dice + iou", compile=False)(x, t)
+    assert two.counts["sum"] == one.counts["sum"]
+
+
+@pytest.mark.compile
+def test_compiled_graphs_hold_one_sigmoid_pass_forward_and_none_backward():
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs: dict[str, Counter[str]] = {}
+
+    def record(name):
+        def compiler(gm, example_inputs):
+            c: Counter[str] = Counter()
+            for node in gm.graph.nodes:
+                if node.op == "call_function":
+                    c[getattr(node.target, "__name__", str(node.target)).split(".")[0]] += 1
+            graphs[name] = c
+            return make_boxed_func(gm.forward)
+
+        return compiler
+
+    backend = aot_autograd(fw_compiler=record("fw"), bw_compiler=record("bw"))
+    results = {}
+    for spec in ("bce", "bce + dice + focal"):
+        crit = build_loss(spec, compile=False)
+        fn = torch.compile(crit._compute, backend=backend, fullgraph=True)
+        x = torch.randn(2, 1, 8, 8, requires_grad=True)
+        t = (torch.rand(2, 1, 8, 8) > 0.5).float()
+        total, _ = fn(x, t, False)
+        total.backward()
+        results[spec] = (_transcendental(graphs["fw"]), _transcendental(graphs["bw"]))
+    assert results["bce"][0] == {"exp": 1, "log1p": 1}
+    assert results["bce + dice + focal"] == results["bce"]
+    assert results["bce"][1] == {}
