@@ -108,7 +108,25 @@ class CompositeLoss(nn.Module):
         return self.compile_mode is True or device.type != "cpu"
 
     # -- forward ----------------------------------------------------------------------------
-    def forward(self, logits: Tensor, target: Tensor, return_terms: bool = False) -> Any:
+    def forward(
+        self,
+        logits: Tensor | Sequence[Tensor],
+        target: Tensor,
+        return_terms: bool = False,
+        level_weights: Sequence[float] | None = None,
+    ) -> Any:
+        """``logits`` (N, C, *S), or a list of them at decreasing resolutions (deep supervision:
+        ``sum_l level_weights[l] * loss(logits_l, target resized nearest-exact)``, default weights
+        1, 1/2, 1/4, ... normalised to sum 1; see ``_deep_supervision``)."""
+        if isinstance(logits, (list, tuple)):
+            from ._deep_supervision import deep_supervised
+
+            return deep_supervised(self, logits, target, return_terms, level_weights)
+        if level_weights is not None:
+            raise InputError(
+                f"{self.options.mode}: level_weights applies to a list of logits (deep supervision); "
+                f"got one tensor {tuple(getattr(logits, 'shape', ()))}"
+            )
         values = self.check_inputs == "always" or (self.check_inputs == "first" and not self._values_checked)
         ndim = check_inputs(logits, target, self.options, values=values)
         if values:
@@ -131,8 +149,16 @@ class CompositeLoss(nn.Module):
         return (total, terms) if return_terms else total
 
     def _run_compiled(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        import torch._functorch.config as functorch_config
+
         try:
-            return self._compiled_fn()(logits, target, False)
+            # no donated buffers: with dynamic sizes AOTAutograd compiles the backward with the
+            # forward, and a backward with donated buffers refuses retain_graph=True; the peak
+            # memory is the same without them (segloss bench)
+            with functorch_config.patch(donated_buffer=False):
+                total, stacked = self._compiled_fn()(*_dynamic_views(logits, target, self.options.mode), False)
+            _allow_retained_backward(total)
+            return total, stacked
         except SeglossError:
             raise
         except Exception as exc:  # noqa: BLE001 - a compiler problem must not kill a training run
@@ -197,6 +223,37 @@ class CompositeLoss(nn.Module):
 
 def _dims_text(dims: set[int]) -> str:
     return " or ".join(f"{d}D" for d in sorted(dims))
+
+
+def _dynamic_views(logits: Tensor, target: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """Aliases of the inputs with their batch and spatial sizes marked dynamic for dynamo.
+
+    One graph then serves every batch size and image size, so a criterion compiles once with
+    autograd and once under ``no_grad`` however the shapes vary (a smaller last batch, a
+    validation size). Dynamo still specialises sizes 0 and 1 (a batch of one gets its own
+    graph) and the class axis stays static. Views, so the marks do not stick to the caller's
+    tensors.
+    """
+    out = []
+    for t in (logits, target):
+        v = t.view_as(t)
+        for d, size in enumerate(t.shape):
+            if size >= 2 and not (d == 1 and mode != "binary" and t.dim() == logits.dim()):
+                torch._dynamo.maybe_mark_dynamic(v, d)
+        out.append(v)
+    return out[0], out[1]
+
+
+def _allow_retained_backward(out: Tensor) -> None:
+    """Let the compiled graph's backward run under ``retain_graph=True`` (per-term gradients).
+
+    With dynamic sizes AOTAutograd compiles the backward together with the forward; the graph
+    is compiled without donated buffers (see ``_run_compiled``), which AOTAutograd records as
+    "unknown" (None) and then refuses ``retain_graph=True``; record it as "none" instead.
+    """
+    meta = getattr(getattr(out.grad_fn, "_forward_cls", None), "metadata", None)
+    if meta is not None and getattr(meta, "bw_donated_idxs", ()) is None:
+        meta.bw_donated_idxs = []
 
 
 def _fresh(fn: Any, name: str) -> Any:
@@ -352,7 +409,8 @@ def _apply_params(
     final_w: list[float] = []
     for key, value in zip(keys, w):
         value = 1.0 if value is None else value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                or not (math.isfinite(value) if isinstance(value, float) else value <= 1e300)):
             raise LossConfigError(f"build_loss: the weight of '{key}' must be a finite number >= 0 (got {value!r})")
         final_w.append(float(value))
     if not any(final_w):
@@ -365,6 +423,8 @@ def _apply_params(
             raise LossConfigError(f"{keys[i]}: {k} given twice ({values[i][k]!r} and {v!r} from {source}); keep one")
         values[i][k] = v
 
+    if params is not None and not isinstance(params, Mapping):
+        raise LossConfigError(f"build_loss: params must be a dict of per-term dicts (got {type(params).__name__})")
     for name, p in (params or {}).items():
         if not isinstance(p, Mapping):
             raise LossConfigError(f"build_loss: params['{name}'] must be a dict (got {type(p).__name__})")

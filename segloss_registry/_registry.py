@@ -261,7 +261,12 @@ class Registry:
 
     # -- queries -------------------------------------------------------------------------
     def plugins(self) -> list[PluginInfo]:
-        self._ensure_loaded()
+        """Every plugin found and how it loaded; lists them even in strict mode (``segloss plugins``)."""
+        try:
+            self._ensure_loaded()
+        except PluginError:
+            if self._error is None:
+                raise
         return sorted(self._plugins.values(), key=lambda p: natural_key(p.name))
 
     def all_losses(self) -> list[LossInfo]:

@@ -139,10 +139,12 @@ def _terms(node: ast.AST, spec: str, factor: float, explicit: bool) -> list[Term
 def _term_from_mapping(key: str | None, value: Any, where: str) -> TermSpec:
     if key is None:  # {"loss": "dice", "weight": 1.0, "params": {...}}
         if "loss" not in value:
-            raise LossConfigError(f"{where}: a term needs a 'loss' key (got keys {sorted(value)})")
+            raise LossConfigError(f"{where}: a term needs a 'loss' key (got keys {sorted(value, key=repr)})")
         extra = set(value) - {"loss", "weight", "params", "plugin"}
         if extra:
-            raise LossConfigError(f"{where}: unknown term keys {sorted(extra)}; use 'loss', 'weight' and 'params'")
+            raise LossConfigError(
+                f"{where}: unknown term keys {sorted(extra, key=repr)}; use 'loss', 'weight' and 'params'"
+            )
         name = value["loss"]
         if "plugin" in value and value["plugin"] and ":" not in str(name):
             name = f"{value['plugin']}:{name}"
@@ -151,7 +153,10 @@ def _term_from_mapping(key: str | None, value: Any, where: str) -> TermSpec:
     else:
         name = key
         if isinstance(value, Mapping):
-            params = dict(value.get("params") or {})
+            inner = value.get("params")
+            if inner is not None and not isinstance(inner, Mapping):
+                raise LossConfigError(f"{where}: 'params' of '{name}' must be a dict (got {type(inner).__name__})")
+            params = dict(inner or {})
             weight = value.get("weight")
             for k, v in value.items():
                 if k not in ("weight", "params"):
@@ -167,7 +172,13 @@ def _term_from_mapping(key: str | None, value: Any, where: str) -> TermSpec:
     bad = [k for k in params if not isinstance(k, str)]
     if bad:
         raise LossConfigError(f"{where}: parameter names of '{name}' must be strings (got {bad!r})")
-    return TermSpec(name, None if weight is None else float(weight), dict(params))
+    try:
+        w = None if weight is None else float(weight)
+    except OverflowError:  # an int beyond float's range
+        raise LossConfigError(
+            f"{where}: the weight of '{name}' must be a finite number >= 0 (got an int of {weight.bit_length()} bits)"
+        ) from None
+    return TermSpec(name, w, dict(params))
 
 
 def to_terms(spec: Any) -> list[TermSpec]:
@@ -176,7 +187,10 @@ def to_terms(spec: Any) -> list[TermSpec]:
         return parse_spec(spec)
     if isinstance(spec, Mapping):
         if "terms" in spec:
-            return to_terms(list(spec["terms"]))
+            terms = spec["terms"]
+            if isinstance(terms, (str, bytes, bytearray, Mapping)) or not isinstance(terms, Sequence):
+                raise LossConfigError(f"config: 'terms' must be a list of terms (got {type(terms).__name__})")
+            return to_terms(list(terms))
         if not spec:
             raise LossConfigError("a loss config needs at least one term (got an empty dict)")
         out = []

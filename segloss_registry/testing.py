@@ -67,6 +67,7 @@ __all__ = [
     "ConformanceCase",
     "check_loss",
     "conformance_cases",
+    "iter_cases",
     "make_inputs",
     "registered_plugin",
 ]

@@ -15,10 +15,9 @@ emphasised over the others.
 
 **alpha weighs false positives and beta false negatives** (the paper writes the same
 weights with the letters swapped: its alpha = 0.7 is the weight of false negatives).
-Defaults: alpha = 0.3, beta = 0.7, gamma = 4/3 (the paper's), smooth s = 1. gamma > 1 makes
-the loss larger for classes that are already well segmented less than for poorly segmented
-ones... concretely ``x^(1/gamma)`` with gamma > 1 has a larger slope near 0, so training keeps
-pushing on classes that are nearly right; gamma = 1 is the Tversky loss.
+Defaults: alpha = 0.3, beta = 0.7, gamma = 4/3 (the paper's), smooth s = 1. The slope of
+``x^(1/gamma)`` is ``x^(1/gamma - 1) / gamma``: for gamma > 1 it grows as ``x = 1 - TI_c`` goes
+to 0, so classes that are nearly right keep a strong gradient; gamma = 1 is the Tversky loss.
 
 Modes: binary, multiclass, multilabel. Empty masks: both empty give 0 (any s >= 0; to
 ``1e-9`` for gamma > 1, where ``1 - TI`` is clamped at 1e-12 so that the gradient of the

@@ -9,8 +9,8 @@ with ``I = sum(p t)``, ``P = sum(p)``, ``T = sum(t)`` over the valid pixels of e
 (shared with dice and iou through ``inp.region_stats``): over the batch, or per sample with
 ``per_image=True``. **alpha weighs false positives and beta false negatives** (Salehi's
 letters; Abraham & Khan 2019 and some code swap them). beta > alpha favours recall, which is
-what small structures usually need. ``alpha = beta = 0.5`` is the Dice loss, ``alpha = beta
-= 1`` the IoU loss. Defaults: alpha = 0.3, beta = 0.7 (Salehi's best setting), smooth s = 1.
+what small structures usually need. ``alpha = beta = 0.5`` is the Dice loss (with
+smoothing 2s), ``alpha = beta = 1`` the IoU loss. Defaults: alpha = 0.3, beta = 0.7 (Salehi's best setting), smooth s = 1.
 
 Modes: binary, multiclass (softmax), multilabel (sigmoid); ``class_weights`` and
 ``include_background`` act on the mean over classes. Empty masks: prediction and target both

@@ -1,0 +1,93 @@
+"""Matthews correlation coefficient loss ``1 - MCC`` from soft counts, per class, then the mean.
+
+::
+
+    TP = I + s,  FP = P - I,  FN = T - I,  TN = n - P - T + I + s
+    MCC = (TP TN - FP FN) / sqrt((TP + FP)(TP + FN)(TN + FP)(TN + FN))
+    L   = mean_c (1 - MCC_c)                                          in [0, 2]
+
+``I``, ``P``, ``T`` as in dice (shared ``inp.region_stats``), ``n`` the number of valid
+pixels of the class (over the batch; per sample with ``per_image=True``). The smoothing s
+adds one virtual correctly found foreground pixel and one virtual correct background pixel,
+which makes MCC defined for every input: without it an empty target makes ``TP + FN = 0``
+and MCC 0/0 whatever the prediction. With s > 0 a perfect prediction gives exactly 0, and an
+empty target with prediction mass P gives ``1 - sqrt(s (n - P + s) / ((P + s)(n + s)))``,
+which falls to 0 as P does (a gradient towards the empty prediction). With s = 0 the plain
+soft MCC; where its denominator is 0 MCC is taken as 0 (scikit-learn's convention), loss 1.
+
+Defaults: smooth s = 1. Modes: binary, multiclass (one class against the rest), multilabel;
+``class_weights`` and ``include_background`` act on the mean over classes. Empty masks: both
+empty give 0 (s > 0); an empty target with a non-empty prediction gives the value above,
+close to 1 when P >> s.
+
+Peer: ``monai.losses.MCCLoss`` with ``smooth_nr = smooth_dr = 0`` (and ``batch=True``) is
+this loss at s = 0. With its defaults (``smooth_dr = 1e-5`` under the square root) an empty
+target gives ``1 - 0`` for any prediction, with zero gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl
+
+__all__ = ["MCCParams", "mcc", "mcc_loss", "valid_count"]
+
+MODES = ("binary", "multiclass", "multilabel")
+
+
+class MCCParams(RegionParams):
+    smooth: float = Field(1.0, ge=0, description="s, added to TP and to TN; >= 0 and finite")
+
+
+def valid_count(inp: Inputs, per_image: bool, sync: str = "local") -> Tensor | float:
+    """Valid pixels per class: a number, or a tensor broadcasting to the (C,) / (N, C) class sums."""
+    if inp.mask is None:
+        spatial = math.prod(inp.logits.shape[2:])
+        n: Tensor | float = float(spatial if per_image else spatial * inp.logits.shape[0])
+        if sync == "local":
+            return n
+        n = torch.full((1,), n, dtype=inp.logits.dtype, device=inp.logits.device)
+    else:
+        n = inp.class_sums(inp.mask, per_image)
+    if sync != "local":
+        from segloss_registry.distributed import sync_sum
+
+        (n,) = sync_sum((n,), sync, "mcc")
+    return n
+
+
+def mcc(inp: Inputs, params: MCCParams) -> Tensor:
+    """MCC loss from normalised inputs; a 0-dim tensor."""
+    sync = getattr(params, "sync", "local")
+    stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
+    inter, p_sum, t_sum = stats
+    n = valid_count(inp, params.per_image, sync)
+    s = params.smooth
+    tp = inter + s
+    fp = (p_sum - inter).clamp_min(0)
+    fn = (t_sum - inter).clamp_min(0)
+    tn = (n - p_sum - t_sum + inter).clamp_min(0) + s
+    a = (tp + fp) * (tp + fn)  # two factors each, so that the products stay well inside float32
+    b = (tn + fp) * (tn + fn)
+    ok = (a > 0) & (b > 0)
+    one = torch.ones_like(a)
+    den = torch.sqrt(torch.where(ok, a, one)) * torch.sqrt(torch.where(ok, b, one))
+    score = torch.where(ok, (tp * tn - fp * fn) / den, torch.zeros_like(a))
+    return inp.class_mean(1 - score, params)
+
+
+def mcc_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
+    """MCC loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
+    return functional_loss("mcc", mcc, MCCParams, MODES, logits, target, mode=mode, **kwargs)
+
+
+@hookimpl
+def register_losses(register: Any) -> None:
+    register("mcc", mcc, params=MCCParams, modes=MODES,
+             summary="1 - Matthews correlation of soft TP/FP/FN/TN per class (s added to TP and TN), then mean")
