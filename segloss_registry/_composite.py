@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ._errors import InputError, LossConfigError, SeglossError, did_you_mean
-from ._inputs import InputOptions, check_inputs, normalise
+from ._inputs import InputOptions, check_inputs, no_autocast, normalise
+from .distributed import require_process_group
 from ._params import MODES, LossParams, validate_params
 from ._registry import LossInfo, Registry, get_registry
 from ._spec import TermSpec, format_term, parse_spec, to_terms
@@ -71,6 +72,7 @@ class CompositeLoss(nn.Module):
         self._values_checked = False
         self._compile_failed = False
         self._dims = set.intersection(*(set(t.info.dims) for t in self.terms))
+        self._global_sync = any(getattr(t.params, "sync", "local") == "global" for t in self.terms)
         self._compute = _fresh(self._make_compute(), f"segloss_{next(_counter)}")
         self._compiled: Any = None
 
@@ -80,7 +82,7 @@ class CompositeLoss(nn.Module):
         fns = tuple((t.key, t.info.fn, t.params, float(t.weight)) for t in self.terms)
 
         def compute(logits: Tensor, target: Tensor, labels: bool) -> tuple[Tensor, Tensor]:
-            with torch.autocast(device_type=logits.device.type, enabled=False):
+            with no_autocast(logits.device.type):
                 inp = normalise(logits, target, opts)
                 values = []
                 for key, fn, params, _ in fns:
@@ -105,7 +107,7 @@ class CompositeLoss(nn.Module):
         """Whether a call on ``device`` runs the compiled graph."""
         if self._compile_failed or self.compile_mode is False:
             return False
-        return self.compile_mode is True or device.type != "cpu"
+        return self.compile_mode is True or device.type not in ("cpu", "meta")
 
     # -- forward ----------------------------------------------------------------------------
     def forward(
@@ -138,6 +140,8 @@ class CompositeLoss(nn.Module):
                 f"(logits {tuple(logits.shape)})"
             )
         self._check_term_shapes(logits)
+        if self._global_sync:
+            require_process_group(self.options.mode)  # outside the graph: a clear error, not a trace failure
         if self.uses_compile(logits.device):
             with torch.profiler.record_function(f"segloss/compiled[{self.spec}]"):
                 total, stacked = self._run_compiled(logits, target)

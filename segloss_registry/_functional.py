@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ._errors import LossConfigError, did_you_mean
-from ._inputs import InputOptions, check_inputs, normalise
+from ._inputs import InputOptions, check_inputs, no_autocast, normalise
 from ._params import MODES, LossParams, validate_params
 
 __all__ = ["functional_loss"]
@@ -37,5 +36,5 @@ def functional_loss(
     p = validate_params(name, params_model, params, mode)
     opts = InputOptions(mode, from_logits, ignore_index)
     check_inputs(logits, target, opts, values=check_values)
-    with torch.autocast(device_type=logits.device.type, enabled=False):
+    with no_autocast(logits.device.type):
         return fn(normalise(logits, target, opts), p)

@@ -8,6 +8,8 @@ mask, the per-class sums) is computed lazily and once per call, whichever terms 
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -208,6 +210,13 @@ def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
         )
 
 
+def no_autocast(device_type: str) -> Any:
+    """A context that switches autocast off on ``device_type`` (the losses compute in float32)."""
+    if device_type == "meta":  # shape-only tensors: autocast has no meta backend
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
 def _safe_log(p: Tensor) -> Tensor:
     """log of probabilities, clamped at log(tiny) so that p = 0 gives a finite value and gradient."""
     return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
@@ -278,6 +287,7 @@ class Inputs:
         self.from_logits = from_logits
         self.hard = hard  # target came as integer class ids
         self._act: tuple[Tensor, Tensor, Tensor | None] | None = None
+        self._bce: Tensor | None = None
         self._stats: dict[tuple[bool, str], tuple[Tensor, Tensor, Tensor]] = {}
 
     @property
@@ -321,6 +331,17 @@ class Inputs:
         if out is None:
             raise RuntimeError("log1m_prob is defined for sigmoid modes (binary, multilabel) only")
         return out
+
+    def bce_elements(self) -> Tensor:
+        """Per-element BCE ``-(t log p + (1 - t) log(1 - p))`` (N, C, *S), sigmoid modes only.
+
+        Computed once per call and shared by the terms that need it (bce, focal), so an eager
+        composite does not repeat these passes over the data.
+        """
+        if self._bce is None:
+            t = self.target
+            self._bce = -(t * self.log_prob + (1 - t) * self.log1m_prob)
+        return self._bce
 
     def masked(self, x: Tensor) -> Tensor:
         """``x * mask`` (ignored pixels zeroed), or ``x`` when nothing is ignored."""

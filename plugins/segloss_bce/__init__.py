@@ -40,11 +40,12 @@ class BCEParams(LossParams):
 def bce(inp: Inputs, params: BCEParams) -> Tensor:
     """BCE from normalised inputs; a 0-dim tensor."""
     t = inp.target
-    pos = t * inp.log_prob
     pw = params.pos_weight
-    if pw is not None:
-        w = torch.tensor(pw if isinstance(pw, list) else [pw], dtype=t.dtype, device=t.device)
-        pos = pos * w.view(1, -1, *([1] * (t.dim() - 2)))
+    if pw is None:
+        return inp.pixel_mean(inp.bce_elements())  # shared with focal
+    pos = t * inp.log_prob
+    w = torch.tensor(pw if isinstance(pw, list) else [pw], dtype=t.dtype, device=t.device)
+    pos = pos * w.view(1, -1, *([1] * (t.dim() - 2)))
     return inp.pixel_mean(-(pos + (1 - t) * inp.log1m_prob))
 
 

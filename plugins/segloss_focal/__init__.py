@@ -52,7 +52,7 @@ def focal(inp: Inputs, params: FocalParams) -> Tensor:
             a = torch.tensor([1 - alpha] + [alpha] * (C - 1), dtype=t.dtype, device=t.device)
             loss = loss * a.view(1, C, *([1] * (t.dim() - 2)))
         return inp.pixel_mean(loss.sum(1, keepdim=True))
-    loss = -(t * inp.log_prob + (1 - t) * inp.log1m_prob)
+    loss = inp.bce_elements()  # -(t log p + (1 - t) log(1 - p)), shared with bce
     if gamma > 0:
         p_t = p * t + (1 - p) * (1 - t)
         loss = loss * _modulator(1 - p_t, gamma)

@@ -7,12 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from .._errors import SeglossError
-from . import check, describe, list_cmd
+from . import bench, check, demo, describe, list_cmd, profile
+from . import new_plugin, plugins_cmd
 
 __all__ = ["main", "build_parser"]
 
 # each module: add_parser(subparsers) -> sets func=run(args) -> int
-COMMANDS = [list_cmd, describe, check]
+COMMANDS = [list_cmd, describe, check, demo, bench, profile, plugins_cmd, new_plugin]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,67 @@
+"""``segloss bench SPEC_OR_SCENARIO``: forward+backward time, memory and bandwidth against peers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time forward+backward of a loss, eager and compiled, beside MONAI and the seed's modules",
+        description="Time forward+backward of a loss spec (or a profiles/*.toml scenario), eager and compiled, "
+        "beside the peers that are installed, on the same inputs. Flags override the scenario.",
+    )
+    p.add_argument("spec", help="a loss spec ('bce+dice+focal') or a scenario (profiles/NAME.toml, or NAME)")
+    p.add_argument("--mode", default=None, help="binary, multiclass or multilabel (default binary)")
+    p.add_argument("--shape", default=None, help="logits shape N x C x *S, e.g. 8x1x512x512 (default)")
+    p.add_argument("--dtype", default=None, help="float32 (default), float64, bfloat16, float16")
+    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1 ...")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per candidate (default 20)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps before timing (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--also", action="append", default=[], metavar="SPEC",
+                   help="another spec to time beside it (repeatable), e.g. --also bce")
+    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time MONAI and the seed's modules (default on)")
+    p.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True, help="time the eager loss")
+    p.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=True, help="time the compiled loss")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the README)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (tqdm)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench import BenchConfig, run_benchmark
+    from ..scenarios import Scenario, find_scenario, load_scenario, parse_shape
+
+    path = find_scenario(args.spec)
+    base = load_scenario(path) if path else Scenario(name="cli", spec=args.spec, shape=(8, 1, 512, 512))
+    sc = base.with_overrides(mode=args.mode, shape=parse_shape(args.shape) if args.shape else None,
+                             dtype=args.dtype, device=args.device, steps=args.steps, warmup=args.warmup)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg = BenchConfig(
+        spec=sc.spec, mode=sc.mode, shape=sc.shape, dtype=sc.dtype, device=sc.device, steps=sc.steps,
+        warmup=sc.warmup, peers=args.peers, also=tuple(args.also), eager=args.eager, compiled=args.compiled,
+        loss_kwargs=sc.loss_kwargs, progress=not args.no_progress and not args.json, name=sc.name,
+    )
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    report = run_benchmark(cfg, log=log)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif args.markdown:
+        print(report.format_markdown())
+    else:
+        print(report.format_text())
+    return 0
