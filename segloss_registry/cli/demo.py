@@ -43,25 +43,18 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from .._errors import SeglossError
-    from ..demo.train import DemoConfig, choose_threads, run_demo
+    from ..demo.train import DemoConfig, run_demo
 
-    if args.threads == "auto":
-        threads, why = choose_threads()
-        print(f"threads: {threads} ({why}); set them with --threads N")
-    else:
+    threads: int | str = args.threads
+    if threads != "auto":
         try:
-            threads = int(args.threads)
+            threads = int(threads)
         except ValueError:
-            threads = 0
-        if threads < 1:
-            raise SeglossError(f"demo: --threads must be 'auto' or an int >= 1 (got {args.threads!r})")
-    torch.set_num_threads(threads)
+            raise SeglossError(f"demo: --threads must be 'auto' or an int >= 1 (got {args.threads!r})") from None
     cfg = DemoConfig(
         spec=args.spec, task=args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr, size=args.size,
-        width=args.width, device=args.device, compile=True if args.compile else "auto", out=args.out,
+        width=args.width, device=args.device, threads=threads, compile=True if args.compile else "auto", out=args.out,
         seed=args.seed, timing_steps=args.timing_steps, profile_steps=args.profile_steps,
         progress=not args.no_progress,
     )
