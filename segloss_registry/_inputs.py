@@ -340,7 +340,10 @@ class Inputs:
         """
         if self._bce is None:
             t = self.target
-            self._bce = -(t * self.log_prob + (1 - t) * self.log1m_prob)
+            if self.from_logits:  # log p - log(1 - p) = x: softplus(x) - t x, one pass
+                self._bce = torch.addcmul(-self.log1m_prob, t, self.logits, value=-1.0)
+            else:
+                self._bce = -(t * self.log_prob + (1 - t) * self.log1m_prob)
         return self._bce
 
     def masked(self, x: Tensor) -> Tensor:

@@ -81,7 +81,7 @@ def combo(inp: Inputs, params: ComboParams) -> Tensor:
     else:
         m = inp.mask.expand_as(wce) if inp.mask.shape != wce.shape else inp.mask
         ce_per_class = safe_ratio(inp.class_sums(wce * m), inp.class_sums(m), empty=0.0)
-    sync = getattr(params, "sync", "local")
+    sync = params.sync
     stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
     inter, p_sum, t_sum = stats
     s = params.smooth

@@ -36,6 +36,8 @@ class FocalParams(LossParams):
 
 def _modulator(one_minus_pt: Tensor, gamma: float) -> Tensor:
     # clamp: rounding can push 1 - p_t a hair below 0; for gamma < 1 the pow's slope at 0 is infinite
+    if gamma == 2.0:
+        return one_minus_pt * one_minus_pt  # the default; no clamp needed for an even power
     base = one_minus_pt.clamp_min(1e-12 if gamma < 1 else 0.0)
     return base**gamma
 
@@ -54,10 +56,10 @@ def focal(inp: Inputs, params: FocalParams) -> Tensor:
         return inp.pixel_mean(loss.sum(1, keepdim=True))
     loss = inp.bce_elements()  # -(t log p + (1 - t) log(1 - p)), shared with bce
     if gamma > 0:
-        p_t = p * t + (1 - p) * (1 - t)
-        loss = loss * _modulator(1 - p_t, gamma)
+        one_minus_pt = torch.addcmul(t, p, 1 - 2 * t)  # 1 - p_t = p + t - 2 p t
+        loss = loss * _modulator(one_minus_pt, gamma)
     if alpha is not None:
-        loss = loss * (alpha * t + (1 - alpha) * (1 - t))
+        loss = loss * (t * (2 * alpha - 1) + (1 - alpha))  # alpha_t = alpha t + (1 - alpha)(1 - t)
     return inp.pixel_mean(loss)
 
 

@@ -59,7 +59,7 @@ def sudre_weights(t_sum: Tensor) -> Tensor:
 
 def generalized_dice(inp: Inputs, params: GeneralizedDiceParams) -> Tensor:
     """Generalized Dice loss from normalised inputs; a 0-dim tensor."""
-    sync = getattr(params, "sync", "local")
+    sync = params.sync
     stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
     inter, p_sum, t_sum = stats
     cw = params.class_weights

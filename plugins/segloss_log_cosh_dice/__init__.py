@@ -36,7 +36,7 @@ class LogCoshDiceParams(RegionParams):
 
 def log_cosh_dice(inp: Inputs, params: LogCoshDiceParams) -> Tensor:
     """Log-cosh Dice loss from normalised inputs; a 0-dim tensor."""
-    sync = getattr(params, "sync", "local")
+    sync = params.sync
     stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
     inter, p_sum, t_sum = stats
     s = params.smooth

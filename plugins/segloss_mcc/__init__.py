@@ -64,7 +64,7 @@ def valid_count(inp: Inputs, per_image: bool, sync: str = "local") -> Tensor | f
 
 def mcc(inp: Inputs, params: MCCParams) -> Tensor:
     """MCC loss from normalised inputs; a 0-dim tensor."""
-    sync = getattr(params, "sync", "local")
+    sync = params.sync
     stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
     inter, p_sum, t_sum = stats
     n = valid_count(inp, params.per_image, sync)

@@ -50,7 +50,7 @@ class TverskyParams(RegionParams):
 
 def region_stats(inp: Inputs, params: RegionParams) -> tuple[Tensor, Tensor, Tensor]:
     """``inp.region_stats`` for ``params`` (honours ``sync`` where the core provides it)."""
-    sync = getattr(params, "sync", "local")
+    sync = params.sync
     return inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
 
 
