@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ._errors import InputError, LossConfigError, SeglossError, did_you_mean
-from ._inputs import InputOptions, check_inputs, no_autocast, normalise
+from ._inputs import InputOptions, check_inputs, compact_ids, no_autocast, normalise
 from .distributed import require_process_group
 from ._params import MODES, LossParams, validate_params
 from ._registry import LossInfo, Registry, get_registry
@@ -160,6 +160,7 @@ class CompositeLoss(nn.Module):
             # forward, and a backward with donated buffers refuses retain_graph=True; the peak
             # memory is the same without them (segloss bench)
             with functorch_config.patch(donated_buffer=False):
+                target = compact_ids(target, self.options)  # outside the graph: int64 ids are slow in it
                 total, stacked = self._compiled_fn()(*_dynamic_views(logits, target, self.options.mode), False)
             _allow_retained_backward(total)
             return total, stacked
