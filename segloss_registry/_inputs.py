@@ -133,43 +133,37 @@ def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
     if logits.device.type == "meta":  # no data to check (shape tracing)
         return
     mode, ii = opts.mode, opts.ignore_index
+    multiclass_ids = mode == "multiclass" and not target.is_floating_point()
     with torch.no_grad():
         x = logits.detach()
         t = target.detach()
         valid = torch.ones_like(t, dtype=torch.bool) if ii is None else t != ii
-        if t.is_floating_point():
-            bad_t = torch.isnan(t) & valid
-            if bool(bad_t.any()):
-                raise InputError(
-                    f"{mode}: target {_shape(target)} holds {int(bad_t.sum())} NaN values; fix the data "
-                    f"(or mark those pixels with a finite ignore_index)"
-                )
-        checks: list[Tensor] = [torch.isfinite(x).all()]
-        multiclass_ids = mode == "multiclass" and not t.is_floating_point()
+        checks: dict[str, Tensor] = {"logits": torch.isfinite(x).all()}
         if multiclass_ids:
-            C = x.shape[1]
-            checks.append(((t >= 0) & (t < C) | ~valid).all())
+            checks["ids"] = ((t >= 0) & (t < x.shape[1]) | ~valid).all()
         else:
             tf = t.float()
-            checks.append(((tf >= 0) & (tf <= 1) | ~valid).all())
+            if t.is_floating_point():
+                checks["nan"] = ~(torch.isnan(tf) & valid).any()
+            checks["range"] = ((tf >= 0) & (tf <= 1) | ~valid).all()
             if mode == "multiclass":
-                checks.append(((tf.sum(1) - 1).abs() <= 1e-3).logical_or(~valid.all(1)).all())
+                checks["onehot"] = ((tf.sum(1) - 1).abs() <= 1e-3).logical_or(~valid.all(1)).all()
         if not opts.from_logits:
-            checks.append(((x >= 0) & (x <= 1)).all())
+            checks["probs"] = ((x >= 0) & (x <= 1)).all()
             if mode == "multiclass":
-                checks.append(((x.float().sum(1) - 1).abs() <= 1e-3).all())
-        flags = torch.stack(checks).tolist()  # the one sync
-    if all(flags):
+                checks["prob_sums"] = ((x.float().sum(1) - 1).abs() <= 1e-3).all()
+        flags = dict(zip(checks, torch.stack(list(checks.values())).tolist()))  # the one sync
+    if all(flags.values()):
         return
     ls, ts = _shape(logits), _shape(target)
-    if not flags[0]:
+    if not flags["logits"]:
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise InputError(
             f"{mode}: logits {ls} hold {n_nan} NaN and {n_inf} Inf values; the model diverged or its input "
             f"is broken (check the learning rate, the data, or use gradient clipping)"
         )
-    if multiclass_ids and not flags[1]:
+    if not flags.get("ids", True):
         C = x.shape[1]
         bad = t[valid & ((t < 0) | (t >= C))]
         vals = sorted(set(bad.unique()[:8].tolist()))
@@ -182,7 +176,12 @@ def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
         raise InputError(
             f"multiclass: target {ts} holds class ids {vals} outside [0, {C}) for logits {ls} with C = {C}{hint}"
         )
-    if not flags[1]:
+    if not flags.get("nan", True):
+        raise InputError(
+            f"{mode}: target {ts} holds {int((torch.isnan(t) & valid).sum())} NaN values; fix the data "
+            f"(or mark those pixels with a finite ignore_index)"
+        )
+    if not flags.get("range", True):
         tf = t.float()
         bad = tf[valid & ((tf < 0) | (tf > 1))]
         raise InputError(
@@ -190,24 +189,20 @@ def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
             + ("; pass ignore_index=... for a value that marks unlabelled pixels" if ii is None else "")
             + ("; class ids (N, *S) belong to mode='multiclass'" if mode != "multiclass" else "")
         )
-    k = 2
-    if mode == "multiclass" and not multiclass_ids:
-        if not flags[k]:
-            raise InputError(
-                f"multiclass: float target {ts} is not one-hot or soft: its values do not sum to 1 over the "
-                f"class axis; pass class ids as an integer tensor (N, *S), or normalise the target"
-            )
-        k += 1
-    if not opts.from_logits:
-        if not flags[k]:
-            raise InputError(
-                f"{mode}: from_logits=False but the input {ls} holds values outside [0, 1]; pass probabilities, "
-                f"or raw logits with from_logits=True"
-            )
+    if not flags.get("onehot", True):
         raise InputError(
-            f"multiclass: from_logits=False but the input {ls} does not sum to 1 over the class axis; "
-            f"apply softmax(dim=1) first, or pass raw logits with from_logits=True"
+            f"multiclass: float target {ts} is not one-hot or soft: its values do not sum to 1 over the "
+            f"class axis; pass class ids as an integer tensor (N, *S), or normalise the target"
         )
+    if not flags.get("probs", True):
+        raise InputError(
+            f"{mode}: from_logits=False but the input {ls} holds values outside [0, 1]; pass probabilities, "
+            f"or raw logits with from_logits=True"
+        )
+    raise InputError(
+        f"multiclass: from_logits=False but the input {ls} does not sum to 1 over the class axis; "
+        f"apply softmax(dim=1) first, or pass raw logits with from_logits=True"
+    )
 
 
 def no_autocast(device_type: str) -> Any:
