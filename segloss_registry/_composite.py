@@ -24,7 +24,7 @@ __all__ = ["Term", "CompositeLoss", "build_loss", "CompileWarning"]
 
 CompileMode = Literal["auto"] | bool
 _UNSET: Any = object()
-_OPTION_NAMES = ("mode", "from_logits", "ignore_index", "check_inputs", "compile", "weights", "params")
+_OPTION_NAMES = ("mode", "from_logits", "ignore_index", "check_inputs", "compile", "weights", "params", "level_weights")
 _counter = itertools.count()
 
 
@@ -62,12 +62,14 @@ class CompositeLoss(nn.Module):
         options: InputOptions,
         check_inputs: str = "first",
         compile: CompileMode = "auto",
+        level_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.terms: tuple[Term, ...] = tuple(terms)
         self.options = options
         self.check_inputs = check_inputs
         self.compile_mode = compile
+        self.level_weights: tuple[float, ...] | None = None if level_weights is None else tuple(level_weights)
         self.last_terms: dict[str, Tensor] = {}
         self._values_checked = False
         self._compile_failed = False
@@ -123,7 +125,8 @@ class CompositeLoss(nn.Module):
         if isinstance(logits, (list, tuple)):
             from ._deep_supervision import deep_supervised
 
-            return deep_supervised(self, logits, target, return_terms, level_weights)
+            weights = self.level_weights if level_weights is None else level_weights
+            return deep_supervised(self, logits, target, return_terms, weights)
         if level_weights is not None:
             raise InputError(
                 f"{self.options.mode}: level_weights applies to a list of logits (deep supervision); "
@@ -220,6 +223,7 @@ class CompositeLoss(nn.Module):
             "ignore_index": self.options.ignore_index,
             "check_inputs": self.check_inputs,
             "compile": self.compile_mode,
+            "level_weights": None if self.level_weights is None else list(self.level_weights),
         }
 
     def extra_repr(self) -> str:
@@ -278,6 +282,7 @@ def build_loss(
     ignore_index: int | None = _UNSET,
     check_inputs: str = _UNSET,
     compile: CompileMode = _UNSET,
+    level_weights: Sequence[float] | None = _UNSET,
     registry: Registry | None = None,
     **kwargs: Any,
 ) -> CompositeLoss:
@@ -286,8 +291,9 @@ def build_loss(
     ``spec``: a string (``"bce+dice"``, ``"0.5*focal(gamma=2) + dice(smooth=0)"``,
     ``"plugin:name"``), a dict (``{"ce": 1.0, "dice": {"weight": 2.0, "smooth": 0.0}}``), a
     list of terms, or a ``config()``. ``weights``: one per term, or by term name.
-    ``params``: per-term parameters by name. Any other keyword is a loss parameter applied to
-    every term that accepts it. Raises ``UnknownLossError``, ``AmbiguousLossError``,
+    ``params``: per-term parameters by name. ``level_weights``: the default per-level weights
+    for deep supervision (a list of logits; see ``CompositeLoss.forward``). Any other keyword is
+    a loss parameter applied to every term that accepts it. Raises ``UnknownLossError``, ``AmbiguousLossError``,
     ``SpecSyntaxError`` or ``LossConfigError`` before any tensor is touched.
     """
     reg = registry or get_registry()
@@ -298,9 +304,10 @@ def build_loss(
         "ignore_index": base.get("ignore_index"),
         "check_inputs": base.get("check_inputs", "first"),
         "compile": base.get("compile", "auto"),
+        "level_weights": base.get("level_weights"),
     }
     for k, v in (("mode", mode), ("from_logits", from_logits), ("ignore_index", ignore_index),
-                 ("check_inputs", check_inputs), ("compile", compile)):
+                 ("check_inputs", check_inputs), ("compile", compile), ("level_weights", level_weights)):
         if v is not _UNSET:
             opts[k] = v
     _check_options(opts)
@@ -311,6 +318,7 @@ def build_loss(
         InputOptions(opts["mode"], opts["from_logits"], opts["ignore_index"]),
         check_inputs=opts["check_inputs"],
         compile=opts["compile"],
+        level_weights=opts["level_weights"],
     )
 
 
@@ -328,6 +336,14 @@ def _check_options(opts: dict[str, Any]) -> None:
         problems.append(f"build_loss: check_inputs must be 'first', 'always' or 'never' (got {opts['check_inputs']!r})")
     if opts["compile"] not in ("auto", True, False) or isinstance(opts["compile"], int) and not isinstance(opts["compile"], bool):
         problems.append(f"build_loss: compile must be 'auto', True or False (got {opts['compile']!r})")
+    lw = opts["level_weights"]
+    if lw is not None:
+        from ._deep_supervision import level_weights
+
+        try:
+            level_weights(len(lw) if isinstance(lw, Sequence) and not isinstance(lw, str) else 0, lw)
+        except LossConfigError as exc:
+            problems.append(f"build_loss: {exc}")
     if problems:
         raise LossConfigError("\n".join(problems))
 

@@ -147,3 +147,23 @@ def test_compiled_deep_supervision_equals_eager() -> None:
     ve.backward()
     for a, b in zip(xc, xe):
         close(a.grad, b.grad, tol=1e-5)
+
+
+def test_level_weights_set_at_build_time_are_the_default_and_round_trip():
+    from segloss_registry import LossConfigError, build_loss
+
+    g = torch.Generator().manual_seed(11)
+    levels = [torch.randn(2, 1, 16, 16, generator=g), torch.randn(2, 1, 8, 8, generator=g)]
+    target = (torch.rand(2, 1, 16, 16, generator=g) > 0.5).float()
+    crit = build_loss("bce+dice", level_weights=[1.0, 0.25], compile=False)
+    single = build_loss("bce+dice", compile=False)
+    half = target[:, :, 1::2, 1::2]  # nearest-exact: source pixel floor((i + 0.5) * 2) = 2i + 1
+    want = single(levels[0], target) + 0.25 * single(levels[1], half)
+    torch.testing.assert_close(crit(levels, target), want)
+    torch.testing.assert_close(crit(levels, target, level_weights=[1.0, 0.0]), single(levels[0], target))
+    again = build_loss(crit.config())
+    assert again.level_weights == (1.0, 0.25) and again.config() == crit.config()
+    with pytest.raises(LossConfigError, match="level_weights must be finite and >= 0"):
+        build_loss("dice", level_weights=[1.0, -1.0])
+    with pytest.raises(LossConfigError, match="2 level_weights for 3 levels"):
+        crit([levels[0], levels[1], levels[1][:, :, ::2, ::2]], target)
