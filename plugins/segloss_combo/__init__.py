@@ -37,6 +37,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from segloss_dice import dice_per_class
 from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
 
 __all__ = ["ComboParams", "combo", "combo_loss", "log1m_softmax"]
@@ -81,13 +82,8 @@ def combo(inp: Inputs, params: ComboParams) -> Tensor:
     else:
         m = inp.mask.expand_as(wce) if inp.mask.shape != wce.shape else inp.mask
         ce_per_class = safe_ratio(inp.class_sums(wce * m), inp.class_sums(m), empty=0.0)
-    sync = params.sync
-    stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
-    inter, p_sum, t_sum = stats
-    s = params.smooth
-    dice_per_class = 1 - safe_ratio(2 * inter + s, p_sum + t_sum + s)
     a = params.alpha
-    return a * inp.class_mean(ce_per_class, params) + (1 - a) * inp.class_mean(dice_per_class, params)
+    return a * inp.class_mean(ce_per_class, params) + (1 - a) * inp.class_mean(dice_per_class(inp, params), params)
 
 
 def combo_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:

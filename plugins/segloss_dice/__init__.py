@@ -19,7 +19,7 @@ from torch import Tensor
 
 from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
 
-__all__ = ["DiceParams", "dice", "dice_loss"]
+__all__ = ["DiceParams", "dice", "dice_loss", "dice_per_class"]
 
 MODES = ("binary", "multiclass", "multilabel")
 
@@ -28,12 +28,16 @@ class DiceParams(RegionParams):
     smooth: float = Field(1.0, ge=0, description="s, added to numerator and denominator; >= 0 and finite")
 
 
-def dice(inp: Inputs, params: DiceParams) -> Tensor:
-    """Dice loss from normalised inputs; a 0-dim tensor."""
+def dice_per_class(inp: Inputs, params: DiceParams) -> Tensor:
+    """``1 - (2 I + s) / (P + T + s)`` per class (C,), or per sample and class (N, C)."""
     inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     s = params.smooth
-    per_class = 1 - safe_ratio(2 * inter + s, p_sum + t_sum + s)
-    return inp.class_mean(per_class, params)
+    return 1 - safe_ratio(2 * inter + s, p_sum + t_sum + s)
+
+
+def dice(inp: Inputs, params: DiceParams) -> Tensor:
+    """Dice loss from normalised inputs; a 0-dim tensor."""
+    return inp.class_mean(dice_per_class(inp, params), params)
 
 
 def dice_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field
-from segloss_tversky import TverskyParams, region_stats, tversky_index
+from segloss_tversky import TverskyParams, tversky_index
 from torch import Tensor
 
 from segloss_registry import Inputs, functional_loss, hookimpl
@@ -46,7 +46,7 @@ class FocalTverskyParams(TverskyParams):
 
 def focal_tversky(inp: Inputs, params: FocalTverskyParams) -> Tensor:
     """Focal Tversky loss from normalised inputs; a 0-dim tensor."""
-    inter, p_sum, t_sum = region_stats(inp, params)
+    inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     one_minus = 1 - tversky_index(inter, p_sum, t_sum, params.alpha, params.beta, params.smooth)
     power = 1.0 / params.gamma
     # for power < 1 the slope of x^power at 0 is infinite: clamp so a perfect class has a finite gradient

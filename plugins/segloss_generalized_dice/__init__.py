@@ -59,9 +59,7 @@ def sudre_weights(t_sum: Tensor) -> Tensor:
 
 def generalized_dice(inp: Inputs, params: GeneralizedDiceParams) -> Tensor:
     """Generalized Dice loss from normalised inputs; a 0-dim tensor."""
-    sync = params.sync
-    stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
-    inter, p_sum, t_sum = stats
+    inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     cw = params.class_weights
     if inp.mode == "multiclass" and not params.include_background:
         inter, p_sum, t_sum = inter[..., 1:], p_sum[..., 1:], t_sum[..., 1:]

@@ -20,28 +20,23 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
+from segloss_dice import DiceParams, dice
+from segloss_registry import Inputs, functional_loss, hookimpl
 
 __all__ = ["LogCoshDiceParams", "log_cosh_dice", "log_cosh_dice_loss"]
 
 MODES = ("binary", "multiclass", "multilabel")
 
 
-class LogCoshDiceParams(RegionParams):
-    smooth: float = Field(1.0, ge=0, description="s of the Dice loss, added to numerator and denominator; >= 0")
+class LogCoshDiceParams(DiceParams):
+    """The Dice loss's parameters (smooth, per_image, class_weights, include_background, sync)."""
 
 
 def log_cosh_dice(inp: Inputs, params: LogCoshDiceParams) -> Tensor:
     """Log-cosh Dice loss from normalised inputs; a 0-dim tensor."""
-    sync = params.sync
-    stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
-    inter, p_sum, t_sum = stats
-    s = params.smooth
-    dice = inp.class_mean(1 - safe_ratio(2 * inter + s, p_sum + t_sum + s), params)
-    return torch.log(torch.cosh(dice))  # dice is in [0, 1]: cosh cannot overflow
+    return torch.log(torch.cosh(dice(inp, params)))  # dice is in [0, 1]: cosh cannot overflow
 
 
 def log_cosh_dice_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:

@@ -64,10 +64,8 @@ def valid_count(inp: Inputs, per_image: bool, sync: str = "local") -> Tensor | f
 
 def mcc(inp: Inputs, params: MCCParams) -> Tensor:
     """MCC loss from normalised inputs; a 0-dim tensor."""
-    sync = params.sync
-    stats = inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
-    inter, p_sum, t_sum = stats
-    n = valid_count(inp, params.per_image, sync)
+    inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
+    n = valid_count(inp, params.per_image, params.sync)
     s = params.smooth
     tp = inter + s
     fp = (p_sum - inter).clamp_min(0)

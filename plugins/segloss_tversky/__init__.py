@@ -48,12 +48,6 @@ class TverskyParams(RegionParams):
         return self
 
 
-def region_stats(inp: Inputs, params: RegionParams) -> tuple[Tensor, Tensor, Tensor]:
-    """``inp.region_stats`` for ``params`` (honours ``sync`` where the core provides it)."""
-    sync = params.sync
-    return inp.region_stats(params.per_image, sync) if sync != "local" else inp.region_stats(params.per_image)
-
-
 def tversky_index(inter: Tensor, p_sum: Tensor, t_sum: Tensor, alpha: float, beta: float, smooth: float) -> Tensor:
     """``(I + s) / (I + alpha (P - I) + beta (T - I) + s)``, 1 where the denominator is 0."""
     fp = (p_sum - inter).clamp_min(0)
@@ -63,7 +57,7 @@ def tversky_index(inter: Tensor, p_sum: Tensor, t_sum: Tensor, alpha: float, bet
 
 def tversky(inp: Inputs, params: TverskyParams) -> Tensor:
     """Tversky loss from normalised inputs; a 0-dim tensor."""
-    inter, p_sum, t_sum = region_stats(inp, params)
+    inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     per_class = 1 - tversky_index(inter, p_sum, t_sum, params.alpha, params.beta, params.smooth)
     return inp.class_mean(per_class, params)
 
