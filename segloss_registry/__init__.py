@@ -22,7 +22,7 @@ from ._errors import (
 from ._functional import functional_loss
 from ._hookspecs import hookimpl
 from ._inputs import InputOptions, Inputs, safe_ratio
-from ._params import LossParams, NoParams, RegionParams
+from ._params import LossParams, NoParams, RegionParams, per_class
 from ._registry import LossInfo, PluginInfo, PluginWarning, Registry, get_registry
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "LossParams",
     "NoParams",
     "RegionParams",
+    "per_class",
     "LossInfo",
     "PluginInfo",
     "Registry",

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
 
-from ._errors import InputError, LossConfigError, SeglossError, did_you_mean
-from ._inputs import InputOptions, check_inputs, compact_ids, no_autocast, normalise
-from .distributed import require_process_group
-from ._params import MODES, LossParams, validate_params
+from . import _compile
+from ._checks import PendingCheck, raise_for_counts, value_counts
+from ._errors import InputError, LossConfigError, PluginError, SeglossError, did_you_mean
+from ._inputs import InputOptions, Inputs, check_inputs, compact_ids, no_autocast, normalise
+from ._options import OPTION_NAMES, CheckInputs, CompileMode, LossOptions, Mode, plain
+from ._params import LossParams, per_class_fields, validate_params
 from ._registry import LossInfo, Registry, get_registry
 from ._spec import TermSpec, format_term, parse_spec, to_terms
+from .distributed import require_process_group
 
 __all__ = ["Term", "CompositeLoss", "build_loss", "CompileWarning"]
 
-CompileMode = Literal["auto"] | bool
-_UNSET: Any = object()
-_OPTION_NAMES = ("mode", "from_logits", "ignore_index", "check_inputs", "compile", "weights", "params", "level_weights")
 _counter = itertools.count()
 
 
@@ -48,55 +48,132 @@ class Term:
         return self.params.model_dump(exclude_defaults=True)
 
 
+def _plain_tensor(t: Any) -> Any:
+    """A tensor subclass (MONAI's MetaTensor, ...) as a plain ``torch.Tensor`` sharing its data
+    and autograd history; anything else as it is."""
+    if isinstance(t, Tensor) and type(t) is not Tensor and not isinstance(t, nn.Parameter):
+        return t.as_subclass(Tensor)
+    return t
+
+
+def _versions(inp: Inputs, raw: tuple[Tensor | None, ...]) -> list[tuple[str, Tensor, int]]:
+    """The tensors a term shares with the others and with the caller, with their version counters."""
+    named: list[tuple[str, Any]] = [("logits (the caller's)", raw[0]), ("target (the caller's)", raw[1]),
+                                    ("mask (the caller's)", raw[2]), ("inp.logits", inp.logits),
+                                    ("inp.target", inp.target), ("inp.mask", inp.mask)]
+    act = inp._act or ()
+    named += [(f"inp.{n}", t) for n, t in zip(("prob", "log_prob", "log1m_prob"), act)]
+    named.append(("inp.bce_elements()", inp._bce))
+    for key, stats in inp._stats.items():
+        named += [(f"inp.region_stats{key}", t) for t in stats]
+    named += [(f"inp.shared({k!r})", v) for k, v in inp._shared.items()]
+    return [(n, t, t._version) for n, t in named if isinstance(t, Tensor)]
+
+
+def _check_output(value: Any, info: LossInfo, key: str, like: Tensor) -> Tensor:
+    """A term's value must be a 0-dim floating tensor on the inputs' device (static facts: free
+    in eager mode, checked once at trace time in the compiled graph)."""
+    who = f"segloss plugin '{info.plugin}': loss '{info.name}' (term '{key}')"
+    if not isinstance(value, Tensor):
+        raise PluginError(f"{who} returned {type(value).__name__}, not a 0-dim torch.Tensor; compute it from "
+                          f"the tensors of inp so that it carries the gradient")
+    if value.dim() != 0:
+        raise PluginError(f"{who} returned a tensor of shape {tuple(value.shape)}; a loss returns a 0-dim tensor: "
+                          f"reduce it, e.g. inp.pixel_mean(per_pixel) or .mean()")
+    if not value.is_floating_point():
+        raise PluginError(f"{who} returned a {value.dtype} tensor; a loss is a floating-point value")
+    if value.device != like.device:
+        raise PluginError(f"{who} returned a tensor on {value.device} for inputs on {like.device}; create tensors "
+                          f"with device=inp.logits.device")
+    return value
+
+
 class CompositeLoss(nn.Module):
     """A weighted sum of losses: ``loss = sum_i w_i * L_i(logits, target)``.
 
     Call it as ``criterion(logits, target)`` for a 0-dim tensor, or with
     ``return_terms=True`` for ``(loss, {key: term})``. ``last_terms`` keeps the detached
-    per-term values of the last call. See ``build_loss``.
+    per-term values of the last call; ``set_weights`` changes the term weights without a
+    recompile. It pickles, deep-copies and ``torch.save``s (the compiled function is rebuilt
+    lazily). See ``build_loss``.
     """
 
-    def __init__(
-        self,
-        terms: Sequence[Term],
-        options: InputOptions,
-        check_inputs: str = "first",
-        compile: CompileMode = "auto",
-        level_weights: Sequence[float] | None = None,
-    ) -> None:
+    def __init__(self, terms: Sequence[Term], options: LossOptions) -> None:
         super().__init__()
         self.terms: tuple[Term, ...] = tuple(terms)
-        self.options = options
-        self.check_inputs = check_inputs
-        self.compile_mode = compile
-        self.level_weights: tuple[float, ...] | None = None if level_weights is None else tuple(level_weights)
+        self.settings = options
+        self.options = InputOptions(options.mode, options.from_logits, options.ignore_index)
         self.last_terms: dict[str, Tensor] = {}
-        self._values_checked = False
-        self._compile_failed = False
         self._dims = set.intersection(*(set(t.info.dims) for t in self.terms))
         self._global_sync = any(getattr(t.params, "sync", "local") == "global" for t in self.terms)
-        self._compute = _fresh(self._make_compute(), f"segloss_{next(_counter)}")
+        self._per_class = tuple(
+            (t.key, name, len(v))
+            for t in self.terms
+            for name in per_class_fields(type(t.params))
+            if isinstance(v := getattr(t.params, name, None), list)
+        )
+        self._reset_runtime()
+
+    def _reset_runtime(self) -> None:
+        """The state that is rebuilt rather than pickled: compiled function, caches, pending checks."""
+        self._compute = _compile.fresh_function(self._make_compute(), f"segloss_{next(_counter)}")
         self._compiled: Any = None
+        self._weight_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._pending: PendingCheck | None = None
+        self._checked_once = False
+        self._calls = 0
+        self._compile_disabled: str | None = None  # a cause that can never go away (no C++ compiler)
+        self._eager_inputs: set[tuple[Any, ...]] = set()  # input kinds whose compile failed
+
+    # -- pickling: the compiled function and the caches are rebuilt lazily ----------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for k in ("_compute", "_compiled", "_weight_cache", "_pending", "_checked_once", "_calls",
+                  "_compile_disabled", "_eager_inputs"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._reset_runtime()
 
     # -- the computation (what torch.compile traces) --------------------------------------
     def _make_compute(self) -> Any:
         opts = self.options
-        fns = tuple((t.key, t.info.fn, t.params, float(t.weight)) for t in self.terms)
+        fns = tuple((t.key, t.info, t.params) for t in self.terms)
 
-        def compute(logits: Tensor, target: Tensor, labels: bool) -> tuple[Tensor, Tensor]:
+        def compute(logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor,
+                    labels: bool, poison: bool, verify: bool, counts: bool) -> tuple[Tensor, Tensor, Tensor | None]:
             with no_autocast(logits.device.type):
-                inp = normalise(logits, target, opts)
+                inp = normalise(logits, target, opts, mask)
                 values = []
-                for key, fn, params, _ in fns:
+                raw = (logits, target, mask)
+                for key, info, params in fns:
+                    before = _versions(inp, raw) if verify else None
                     if labels:
                         with torch.profiler.record_function(f"segloss/{key}"):
-                            values.append(fn(inp, params))
+                            value = info.fn(inp, params)  # type: ignore[misc]
                     else:
-                        values.append(fn(inp, params))
-                total = values[0] * fns[0][3]
-                for value, (_, _, _, w) in zip(values[1:], fns[1:]):
-                    total = total + value * w
-                return total, torch.stack(values)
+                        value = info.fn(inp, params)  # type: ignore[misc]
+                    values.append(_check_output(value, info, key, inp.logits).to(inp.logits.dtype))
+                    if before is not None:
+                        changed = [n for n, t, v in before if t._version != v]
+                        if changed:
+                            raise PluginError(
+                                f"segloss plugin '{info.plugin}': loss '{info.name}' (term '{key}') wrote in place "
+                                f"into {', '.join(changed)}, which the other terms and the caller share; compute out "
+                                f"of place (y = x * w, not x.mul_(w) or x *= w)"
+                            )
+                stacked = torch.stack(values)
+                if poison:  # a non-finite input never gives a finite loss, checked or not
+                    ok = torch.isfinite(logits).all()
+                    if target.is_floating_point():
+                        ok = ok & torch.isfinite(target).all()
+                    stacked = stacked + torch.where(ok, 0.0, float("nan")).to(stacked.dtype)
+                total = (stacked * weights.to(stacked.dtype)).sum()
+                bad = (value_counts(logits, target, mask, opts.mode, opts.from_logits, opts.ignore_index)
+                       if counts else None)
+                return total, stacked, bad
 
         return compute
 
@@ -105,37 +182,90 @@ class CompositeLoss(nn.Module):
             self._compiled = torch.compile(self._compute, fullgraph=True)
         return self._compiled
 
+    @property
+    def _compile_failed(self) -> bool:
+        """Whether any call fell back to eager after a compile failure."""
+        return self._compile_disabled is not None or bool(self._eager_inputs)
+
     def uses_compile(self, device: torch.device) -> bool:
         """Whether a call on ``device`` runs the compiled graph."""
-        if self._compile_failed or self.compile_mode is False:
+        mode = self.settings.compile
+        if self._compile_disabled is not None or mode is False:
             return False
-        return self.compile_mode is True or device.type not in ("cpu", "meta")
+        return mode is True or device.type not in ("cpu", "meta")
+
+    # -- weights ----------------------------------------------------------------------------------------
+    def _weights_on(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        key = (device, dtype)
+        w = self._weight_cache.get(key)
+        if w is None:
+            w = torch.tensor([t.weight for t in self.terms], dtype=dtype, device=device)
+            self._weight_cache[key] = w
+        return w
+
+    def set_weights(self, weights: Mapping[str, float] | Sequence[float]) -> None:
+        """Change term weights, by term name (``{"dice": 0.9, "surface": 0.1}``; terms not named
+        keep theirs) or one per term, without a recompile: the weights enter the compiled graph as
+        a tensor. Checked as at build time (finite, >= 0, not all 0)."""
+        new = _resolve_weights(list(self.keys), [t.info for t in self.terms], plain(weights),
+                               [t.weight for t in self.terms], replace=True)
+        self.terms = tuple(dataclasses.replace(t, weight=w) for t, w in zip(self.terms, new))
+        self._weight_cache = {}  # new tensors: a graph still holding the old ones for its backward keeps them
 
     # -- forward ----------------------------------------------------------------------------
+    if TYPE_CHECKING:
+
+        @overload
+        def __call__(self, logits: Tensor | Sequence[Tensor], target: Tensor, return_terms: Literal[False] = ...,
+                     level_weights: Sequence[float] | None = ..., mask: Tensor | None = ...) -> Tensor: ...
+
+        @overload
+        def __call__(self, logits: Tensor | Sequence[Tensor], target: Tensor, return_terms: Literal[True],
+                     level_weights: Sequence[float] | None = ...,
+                     mask: Tensor | None = ...) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    @overload
+    def forward(self, logits: Tensor | Sequence[Tensor], target: Tensor, return_terms: Literal[False] = ...,
+                level_weights: Sequence[float] | None = ..., mask: Tensor | None = ...) -> Tensor: ...
+
+    @overload
+    def forward(self, logits: Tensor | Sequence[Tensor], target: Tensor, return_terms: Literal[True],
+                level_weights: Sequence[float] | None = ...,
+                mask: Tensor | None = ...) -> tuple[Tensor, dict[str, Tensor]]: ...
+
     def forward(
         self,
         logits: Tensor | Sequence[Tensor],
         target: Tensor,
         return_terms: bool = False,
         level_weights: Sequence[float] | None = None,
-    ) -> Any:
+        mask: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """``logits`` (N, C, *S), or a list of them at decreasing resolutions (deep supervision:
-        ``sum_l level_weights[l] * loss(logits_l, target resized nearest-exact)``, default weights
-        1, 1/2, 1/4, ... normalised to sum 1; see ``_deep_supervision``)."""
+        ``sum_l w_l * loss(logits_l, target resized nearest-exact)``, weights normalised to sum 1;
+        see ``_deep_supervision``). ``mask``: optional (N, *S), (N, 1, *S) (or, multilabel,
+        (N, C, *S)) bool mask or float weights >= 0, applied to every term beside
+        ``ignore_index``: pixels with weight 0 change neither the value nor the gradient."""
         if isinstance(logits, (list, tuple)):
             from ._deep_supervision import deep_supervised
 
-            weights = self.level_weights if level_weights is None else level_weights
-            return deep_supervised(self, logits, target, return_terms, weights)
+            weights = self.settings.level_weights if level_weights is None else level_weights
+            return deep_supervised(self, logits, target, return_terms, weights, mask)  # type: ignore[no-any-return]
         if level_weights is not None:
             raise InputError(
                 f"{self.options.mode}: level_weights applies to a list of logits (deep supervision); "
                 f"got one tensor {tuple(getattr(logits, 'shape', ()))}"
             )
-        values = self.check_inputs == "always" or (self.check_inputs == "first" and not self._values_checked)
-        ndim = check_inputs(logits, target, self.options, values=values)
-        if values:
-            self._values_checked = True
+        logits, target, mask = _plain_tensor(logits), _plain_tensor(target), _plain_tensor(mask)
+        outer = _compile.is_compiling()
+        if not outer:
+            self._calls += 1
+        if not outer and self._pending is not None:  # the deferred checks of the previous call
+            pending, self._pending = self._pending, None
+            pending.raise_if_bad()
+        ndim = check_inputs(logits, target, self.options, mask=mask)
         if ndim not in self._dims:
             names = ", ".join(t.key for t in self.terms if ndim not in t.info.dims)
             raise InputError(
@@ -143,54 +273,128 @@ class CompositeLoss(nn.Module):
                 f"(logits {tuple(logits.shape)})"
             )
         self._check_term_shapes(logits)
-        if self._global_sync:
+        if self._global_sync and not outer:
             require_process_group(self.options.mode)  # outside the graph: a clear error, not a trace failure
-        if self.uses_compile(logits.device):
-            with torch.profiler.record_function(f"segloss/compiled[{self.spec}]"):
-                total, stacked = self._run_compiled(logits, target)
+        if outer:  # inside the user's own torch.compile: trace our computation into the user's graph
+            total, stacked, _ = self._compute(logits, target, mask, self._weights_on(logits.device, _dtype(logits)),
+                                              False, True, False, False)
         else:
-            with torch.profiler.record_function(f"segloss/eager[{self.spec}]"):
-                total, stacked = self._compute(logits, target, True)
+            total, stacked = self._run(logits, target, mask)
         terms = dict(zip(self.keys, stacked.unbind(0)))
         self.last_terms = {k: v.detach() for k, v in terms.items()}
         return (total, terms) if return_terms else total
 
-    def _run_compiled(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        import torch._functorch.config as functorch_config
+    def _check_policy(self, device: torch.device) -> str:
+        """``"now"`` (read the counts in this call), ``"later"`` (read at the next call) or ``"off"``."""
+        mode = self.settings.check_inputs
+        if mode == "never" or device.type == "meta" or (mode == "first" and self._checked_once):
+            return "off"
+        if mode in ("always", "first") or (mode == "auto" and device.type == "cpu"):
+            return "now"
+        return "later"
 
+    def _run(self, logits: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        policy = self._check_policy(logits.device)
+        weights = self._weights_on(logits.device, _dtype(logits))
+        labels = _compile.profiler_active()
+        counts: Tensor | None = None
+        if self.uses_compile(logits.device) and self._input_kind(logits, target, mask) not in self._eager_inputs:
+            with torch.profiler.record_function(f"segloss/compiled[{self.spec}]"):
+                total, stacked, counts = self._run_compiled(logits, target, mask, weights, policy)
+        else:
+            if policy != "off":  # before the computation: a bad batch is an InputError, not a crash inside a term
+                counts = value_counts(logits, target, mask, self.options.mode, self.options.from_logits,
+                                      self.options.ignore_index)
+                if policy == "now":
+                    self._raise_now(counts, logits, target)
+                    counts = None
+            with torch.profiler.record_function(f"segloss/eager[{self.spec}]"):
+                total, stacked, _ = self._compute(logits, target, mask, weights, labels, policy != "now", True, False)
+        if counts is not None:
+            if policy == "now":
+                self._raise_now(counts, logits, target)
+            else:
+                self._pending = PendingCheck.start(self._calls, counts, self.options.mode,
+                                                   (tuple(logits.shape), tuple(target.shape)))
+        if policy == "now":
+            self._checked_once = True
+        return total, stacked
+
+    def _raise_now(self, counts: Tensor, logits: Tensor, target: Tensor) -> None:
+        raise_for_counts([int(v) for v in counts.tolist()], self.options.mode,
+                         (tuple(logits.shape), tuple(target.shape)), (logits, target), self.options.ignore_index)
+
+    def check_pending(self) -> None:
+        """Read the deferred value checks of the last call now (an accelerator, or
+        ``check_inputs="deferred"``), e.g. at the end of an epoch; raise ``InputError`` if bad."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.raise_if_bad()
+
+    @staticmethod
+    def _input_kind(logits: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Any, ...]:
+        """What a compile failure may depend on (not the sizes: they are dynamic)."""
+        return (logits.dtype, logits.device, logits.dim(), logits.requires_grad, target.dtype, target.dim(),
+                None if mask is None else (mask.dtype, mask.dim()))
+
+    def _run_compiled(self, logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor,
+                      policy: str) -> tuple[Tensor, Tensor, Tensor | None]:
+        versions = [t._version for t in (logits, target) if isinstance(t, Tensor)]
         try:
-            # no donated buffers: with dynamic sizes AOTAutograd compiles the backward with the
-            # forward, and a backward with donated buffers refuses retain_graph=True; the peak
-            # memory is the same without them (segloss bench)
-            with functorch_config.patch(donated_buffer=False):
-                target = compact_ids(target, self.options)  # outside the graph: int64 ids are slow in it
-                total, stacked = self._compiled_fn()(*_dynamic_views(logits, target, self.options.mode), False)
-            _allow_retained_backward(total)
-            return total, stacked
+            with _compile.no_donated_buffers():
+                ids = compact_ids(target, self.options, logits)  # outside the graph: int64 ids are slow in it
+                x, t = _dynamic_views(logits, ids, self.options.mode)
+                total, stacked, counts = self._compiled_fn()(x, t, mask, weights, False, policy != "now", False,
+                                                             policy != "off")
+            _compile.allow_retained_backward(total)
         except SeglossError:
             raise
         except Exception as exc:  # noqa: BLE001 - a compiler problem must not kill a training run
-            out = self._compute(logits, target, True)  # re-raises real errors of the loss itself
-            self._compile_failed = True
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            warnings.warn(
-                f"torch.compile failed for loss '{self.spec}' ({type(exc).__name__}: {first}); "
-                f"running eagerly from now on. Pass compile=False to silence this.",
-                CompileWarning,
-                stacklevel=3,
+            return self._fall_back(exc, logits, target, mask, weights, policy)
+        if [t._version for t in (logits, target)] != versions:
+            raise PluginError(
+                f"a term of '{self.spec}' wrote in place into the caller's logits or target in the compiled graph; "
+                f"run it once with compile=False to see which plugin (its error names it)"
             )
-            return out
+        return total, stacked, counts
+
+    def _fall_back(self, exc: Exception, logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor,
+                   policy: str) -> tuple[Tensor, Tensor, Tensor | None]:
+        counts = None
+        if policy != "off":
+            counts = value_counts(logits, target, mask, self.options.mode, self.options.from_logits,
+                                  self.options.ignore_index)
+            if policy == "now":
+                self._raise_now(counts, logits, target)
+                counts = None
+        total, stacked, _ = self._compute(logits, target, mask, weights, False, policy != "now", True, False)
+        cause = _compile.permanent_failure(exc)
+        if cause is not None:
+            self._compile_disabled = cause
+            warnings.warn(
+                f"torch.compile cannot work here for loss '{self.spec}': {cause}; running eagerly from now on "
+                f"({_compile.failure_text(exc)}). Pass compile=False to silence this.",
+                CompileWarning, stacklevel=5,
+            )
+        else:
+            kind = self._input_kind(logits, target, mask)
+            self._eager_inputs.add(kind)
+            warnings.warn(
+                f"torch.compile failed for loss '{self.spec}' on logits {logits.dtype} {logits.dim()}D on "
+                f"{logits.device} ({_compile.failure_text(exc)}); inputs of this kind run eagerly, others still "
+                f"compile. Pass compile=False to silence this.",
+                CompileWarning, stacklevel=5,
+            )
+        return total, stacked, counts
 
     def _check_term_shapes(self, logits: Tensor) -> None:
         C = 1 if self.options.mode == "binary" else logits.shape[1]
-        for t in self.terms:
-            for name in ("class_weights", "pos_weight"):
-                value = getattr(t.params, name, None)
-                if isinstance(value, list) and len(value) != C:
-                    raise InputError(
-                        f"{self.options.mode}: {t.key}: {name} has {len(value)} entries but the logits "
-                        f"{tuple(logits.shape)} have C = {C}; give one per class"
-                    )
+        for key, name, n in self._per_class:
+            if n != C:
+                raise InputError(
+                    f"{self.options.mode}: {key}: {name} has {n} entries but the logits "
+                    f"{tuple(logits.shape)} have C = {C}; give one per class"
+                )
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -200,6 +404,18 @@ class CompositeLoss(nn.Module):
     @property
     def weights(self) -> dict[str, float]:
         return {t.key: t.weight for t in self.terms}
+
+    @property
+    def check_inputs(self) -> str:
+        return self.settings.check_inputs
+
+    @property
+    def compile_mode(self) -> CompileMode:
+        return self.settings.compile
+
+    @property
+    def level_weights(self) -> tuple[float, ...] | None:
+        return self.settings.level_weights
 
     @property
     def spec(self) -> str:
@@ -218,16 +434,15 @@ class CompositeLoss(nn.Module):
                 }
                 for t in self.terms
             ],
-            "mode": self.options.mode,
-            "from_logits": self.options.from_logits,
-            "ignore_index": self.options.ignore_index,
-            "check_inputs": self.check_inputs,
-            "compile": self.compile_mode,
-            "level_weights": None if self.level_weights is None else list(self.level_weights),
+            **self.settings.dump(),
         }
 
     def extra_repr(self) -> str:
-        return f"{self.spec!r}, mode={self.options.mode!r}, compile={self.compile_mode!r}"
+        return f"{self.spec!r}, mode={self.options.mode!r}, compile={self.settings.compile!r}"
+
+
+def _dtype(logits: Tensor) -> torch.dtype:
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def _dims_text(dims: set[int]) -> str:
@@ -248,41 +463,23 @@ def _dynamic_views(logits: Tensor, target: Tensor, mode: str) -> tuple[Tensor, T
         v = t.view_as(t)
         for d, size in enumerate(t.shape):
             if size >= 2 and not (d == 1 and mode != "binary" and t.dim() == logits.dim()):
-                torch._dynamo.maybe_mark_dynamic(v, d)
+                _compile.mark_dynamic(v, d)
         out.append(v)
     return out[0], out[1]
 
 
-def _allow_retained_backward(out: Tensor) -> None:
-    """Let the compiled graph's backward run under ``retain_graph=True`` (per-term gradients).
-
-    With dynamic sizes AOTAutograd compiles the backward together with the forward; the graph
-    is compiled without donated buffers (see ``_run_compiled``), which AOTAutograd records as
-    "unknown" (None) and then refuses ``retain_graph=True``; record it as "none" instead.
-    """
-    meta = getattr(getattr(out.grad_fn, "_forward_cls", None), "metadata", None)
-    if meta is not None and getattr(meta, "bw_donated_idxs", ()) is None:
-        meta.bw_donated_idxs = []
-
-
-def _fresh(fn: Any, name: str) -> Any:
-    """A copy of ``fn`` with its own code object, so that dynamo's cache is per criterion."""
-    code = fn.__code__.replace(co_name=name)
-    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-
-
 # -- build_loss ---------------------------------------------------------------------------------
 def build_loss(
-    spec: Any,
+    spec: str | Mapping[str, Any] | Sequence[Any],
     *,
     weights: Sequence[float] | Mapping[str, float] | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
-    mode: str = _UNSET,
-    from_logits: bool = _UNSET,
-    ignore_index: int | None = _UNSET,
-    check_inputs: str = _UNSET,
-    compile: CompileMode = _UNSET,
-    level_weights: Sequence[float] | None = _UNSET,
+    mode: Mode | None = None,
+    from_logits: bool | None = None,
+    ignore_index: int | None = None,
+    check_inputs: CheckInputs | None = None,
+    compile: CompileMode | None = None,
+    level_weights: Sequence[float] | None = None,
     registry: Registry | None = None,
     **kwargs: Any,
 ) -> CompositeLoss:
@@ -290,62 +487,32 @@ def build_loss(
 
     ``spec``: a string (``"bce+dice"``, ``"0.5*focal(gamma=2) + dice(smooth=0)"``,
     ``"plugin:name"``), a dict (``{"ce": 1.0, "dice": {"weight": 2.0, "smooth": 0.0}}``), a
-    list of terms, or a ``config()``. ``weights``: one per term, or by term name.
-    ``params``: per-term parameters by name. ``level_weights``: the default per-level weights
-    for deep supervision (a list of logits; see ``CompositeLoss.forward``). Any other keyword is
-    a loss parameter applied to every term that accepts it. Raises ``UnknownLossError``, ``AmbiguousLossError``,
-    ``SpecSyntaxError`` or ``LossConfigError`` before any tensor is touched.
+    list of terms, or a ``config()``; any Mapping/Sequence (OmegaConf's containers), tensor or
+    numpy array is accepted where a dict or list is. ``weights``: one per term, or by term
+    name. ``params``: per-term parameters by name.
+
+    Options (``None``: the value of a ``config()`` spec, else the default): ``mode``
+    (``"binary"``), ``from_logits`` (True), ``ignore_index`` (None), ``check_inputs``
+    (``"auto"``: value checks on every call, read one call late on accelerators; see
+    ``segloss_registry._checks``), ``compile`` (``"auto"``: compiled on accelerators, eager on
+    the CPU), ``level_weights`` (deep supervision: 1, 1/2, 1/4, ..., normalised to sum 1).
+    Any other keyword is a loss parameter applied to every term that accepts it. Raises
+    ``UnknownLossError``, ``AmbiguousLossError``, ``SpecSyntaxError`` or ``LossConfigError``
+    before any tensor is touched.
     """
+    if registry is not None and not isinstance(registry, Registry):
+        raise LossConfigError(f"build_loss: registry must be a segloss_registry.Registry (got {type(registry).__name__})")
     reg = registry or get_registry()
+    spec = spec if isinstance(spec, str) else plain(spec)
     base = dict(spec) if isinstance(spec, Mapping) and "terms" in spec else {}
-    opts = {
-        "mode": base.get("mode", "binary"),
-        "from_logits": base.get("from_logits", True),
-        "ignore_index": base.get("ignore_index"),
-        "check_inputs": base.get("check_inputs", "first"),
-        "compile": base.get("compile", "auto"),
-        "level_weights": base.get("level_weights"),
-    }
-    for k, v in (("mode", mode), ("from_logits", from_logits), ("ignore_index", ignore_index),
-                 ("check_inputs", check_inputs), ("compile", compile), ("level_weights", level_weights)):
-        if v is not _UNSET:
-            opts[k] = v
-    _check_options(opts)
+    given = {"mode": mode, "from_logits": from_logits, "ignore_index": ignore_index, "check_inputs": check_inputs,
+             "compile": compile, "level_weights": level_weights}
+    values = {k: base[k] for k in LossOptions.model_fields if k in base}
+    values.update({k: v for k, v in given.items() if v is not None})
+    options = LossOptions.build(values)
     raw = _expand_recipes(to_terms(spec), reg)
-    terms = _apply_params(raw, weights, params, kwargs, opts["mode"])
-    return CompositeLoss(
-        terms,
-        InputOptions(opts["mode"], opts["from_logits"], opts["ignore_index"]),
-        check_inputs=opts["check_inputs"],
-        compile=opts["compile"],
-        level_weights=opts["level_weights"],
-    )
-
-
-def _check_options(opts: dict[str, Any]) -> None:
-    problems = []
-    if opts["mode"] not in MODES:
-        problems.append(f"build_loss: mode must be one of {', '.join(MODES)}{did_you_mean(str(opts['mode']), MODES)} "
-                        f"(got {opts['mode']!r})")
-    if not isinstance(opts["from_logits"], bool):
-        problems.append(f"build_loss: from_logits must be True or False (got {opts['from_logits']!r})")
-    ii = opts["ignore_index"]
-    if ii is not None and (isinstance(ii, bool) or not isinstance(ii, int)):
-        problems.append(f"build_loss: ignore_index must be an int or None (got {ii!r})")
-    if opts["check_inputs"] not in ("first", "always", "never"):
-        problems.append(f"build_loss: check_inputs must be 'first', 'always' or 'never' (got {opts['check_inputs']!r})")
-    if opts["compile"] not in ("auto", True, False) or isinstance(opts["compile"], int) and not isinstance(opts["compile"], bool):
-        problems.append(f"build_loss: compile must be 'auto', True or False (got {opts['compile']!r})")
-    lw = opts["level_weights"]
-    if lw is not None:
-        from ._deep_supervision import level_weights
-
-        try:
-            level_weights(len(lw) if isinstance(lw, Sequence) and not isinstance(lw, str) else 0, lw)
-        except LossConfigError as exc:
-            problems.append(f"build_loss: {exc}")
-    if problems:
-        raise LossConfigError("\n".join(problems))
+    terms = _apply_params(raw, plain(weights), plain(params), {k: plain(v) for k, v in kwargs.items()}, options.mode)
+    return CompositeLoss(terms, options)
 
 
 @dataclass
@@ -410,32 +577,7 @@ def _apply_params(
                                   f"terms: {', '.join(keys)}")
         return hits[:1] if name in keys else hits
 
-    # weights
-    w: list[float | None] = [r.weight for r in raw]
-    if weights is not None:
-        if any(r.weight is not None for r in raw):
-            raise LossConfigError("build_loss: weights given twice (in the spec and in weights=); keep one")
-        if isinstance(weights, Mapping):
-            for name, value in weights.items():
-                for i in match(str(name), "weights"):
-                    w[i] = value
-        elif isinstance(weights, Sequence) and not isinstance(weights, str):
-            if len(weights) != len(raw):
-                raise LossConfigError(
-                    f"build_loss: {len(weights)} weights for {len(raw)} terms ({', '.join(keys)}); give one per term"
-                )
-            w = list(weights)
-        else:
-            raise LossConfigError(f"build_loss: weights must be a list or a dict (got {type(weights).__name__})")
-    final_w: list[float] = []
-    for key, value in zip(keys, w):
-        value = 1.0 if value is None else value
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-                or not (math.isfinite(value) if isinstance(value, float) else value <= 1e300)):
-            raise LossConfigError(f"build_loss: the weight of '{key}' must be a finite number >= 0 (got {value!r})")
-        final_w.append(float(value))
-    if not any(final_w):
-        raise LossConfigError(f"build_loss: all weights are 0 ({', '.join(keys)}); at least one must be > 0")
+    final_w = _resolve_weights(keys, [r.info for r in raw], weights, [r.weight for r in raw], match=match)
 
     values: list[dict[str, Any]] = [dict(r.params) for r in raw]
 
@@ -455,7 +597,7 @@ def _apply_params(
     for k, v in kwargs.items():
         takers = [i for i, r in enumerate(raw) if k in r.info.params.model_fields]
         if not takers:
-            fields = sorted({f for r in raw for f in r.info.params.model_fields} | set(_OPTION_NAMES))
+            fields = sorted({f for r in raw for f in r.info.params.model_fields} | set(OPTION_NAMES))
             raise LossConfigError(
                 f"build_loss: no term accepts '{k}'{did_you_mean(k, fields)} (terms: {', '.join(keys)}); "
                 f"accepted: {', '.join(fields)}"
@@ -481,3 +623,49 @@ def _apply_params(
     if problems:
         raise LossConfigError("\n".join(problems))
     return terms
+
+
+def _resolve_weights(keys: list[str], infos: list[LossInfo], weights: Any, current: list[float | None],
+                     match: Any = None, replace: bool = False) -> list[float]:
+    """The final weight of every term from ``weights`` (a list, one per term, or a dict by name).
+
+    ``replace=False`` (build time): a weight written in the spec and in ``weights=`` is an
+    error; ``replace=True`` (``set_weights``): the new weights replace the current ones.
+    """
+    if match is None:
+        aliases = {key: {key, info.name, *info.aliases} for key, info in zip(keys, infos)}
+
+        def match(name: str, what: str) -> list[int]:
+            hits = [i for i, key in enumerate(keys) if name == key or (name in aliases[key] and keys.count(key) == 1)]
+            if not hits:
+                raise LossConfigError(f"set_weights: '{name}' is not a term{did_you_mean(name, keys)}; "
+                                      f"terms: {', '.join(keys)}")
+            return hits[:1] if name in keys else hits
+
+    w: list[float | None] = list(current)
+    where = "set_weights" if replace else "build_loss"
+    if weights is not None:
+        if not replace and any(v is not None for v in current):
+            raise LossConfigError("build_loss: weights given twice (in the spec and in weights=); keep one")
+        if isinstance(weights, Mapping):
+            for name, value in weights.items():
+                for i in match(str(name), "weights"):
+                    w[i] = value
+        elif isinstance(weights, Sequence) and not isinstance(weights, str):
+            if len(weights) != len(keys):
+                raise LossConfigError(
+                    f"{where}: {len(weights)} weights for {len(keys)} terms ({', '.join(keys)}); give one per term"
+                )
+            w = list(weights)
+        else:
+            raise LossConfigError(f"{where}: weights must be a list or a dict (got {type(weights).__name__})")
+    out: list[float] = []
+    for key, value in zip(keys, w):
+        value = 1.0 if value is None else value
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                or not (math.isfinite(value) if isinstance(value, float) else value <= 1e300)):
+            raise LossConfigError(f"{where}: the weight of '{key}' must be a finite number >= 0 (got {value!r})")
+        out.append(float(value))
+    if not any(out):
+        raise LossConfigError(f"{where}: all weights are 0 ({', '.join(keys)}); at least one must be > 0")
+    return out

@@ -7,9 +7,10 @@
 ``resize`` is nearest-neighbour with PyTorch's ``"nearest-exact"`` rule (source index
 ``floor((i + 0.5) * in / out)``, the pixel centres; MONAI's ``DeepSupervisionLoss`` uses
 the same), done by indexing, so class ids stay integers, bool stays bool and
-``ignore_index`` values survive. Default weights: ``1, 1/2, 1/4, ...`` normalised to sum 1
-(the loss keeps the scale of a single-level loss); ``level_weights`` given by the caller are
-used as they are. Each level runs the criterion's own forward (compiled or eager; every
+``ignore_index`` values survive. Default weights: ``1, 1/2, 1/4, ...``; every set of weights,
+the default or written out by the caller, is normalised to sum 1 (the loss keeps the scale of a
+single-level loss, as nnU-Net's deep supervision does; MONAI's ``DeepSupervisionLoss`` does not
+normalise, so its value is ours times the sum of the weights). Each level runs the criterion's own forward (compiled or eager; every
 level size is one more shape for ``torch.compile``).
 """
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._errors import InputError, LossConfigError
+from ._options import check_level_weights, plain
 
 __all__ = ["default_level_weights", "level_weights", "resize_nearest", "deep_supervised"]
 
@@ -36,21 +38,19 @@ def default_level_weights(n: int) -> list[float]:
 
 
 def level_weights(n: int, weights: Sequence[float] | None) -> list[float]:
-    """The per-level weights: the defaults, or ``weights`` checked (one per level, finite, >= 0, not all 0)."""
+    """The per-level weights, normalised to sum 1: the defaults, or ``weights`` checked first
+    (one per level, finite, >= 0, not all 0). One rule for both: written-out weights give the
+    loss the same scale as the defaults (``[1, 0.5, 0.25]`` is the default for three levels)."""
     if weights is None:
         return default_level_weights(n)
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) and not isinstance(weights, Tensor):
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, Tensor)) and not hasattr(weights, "tolist"):
         raise LossConfigError(f"deep supervision: level_weights must be a list of numbers (got {type(weights).__name__})")
-    values = [float(w) for w in (weights.tolist() if isinstance(weights, Tensor) else weights)]
-    if len(values) != n:
-        raise LossConfigError(
-            f"deep supervision: {len(values)} level_weights for {n} levels of logits; give one weight per level"
-        )
-    if any(not math.isfinite(w) or w < 0 for w in values):
-        raise LossConfigError(f"deep supervision: level_weights must be finite and >= 0 (got {values})")
-    if not any(values):
-        raise LossConfigError(f"deep supervision: level_weights are all 0 ({values}); at least one must be > 0")
-    return values
+    try:
+        values = check_level_weights(plain(weights), n)
+    except ValueError as exc:
+        raise LossConfigError(f"deep supervision: {exc}") from None
+    s = sum(values)
+    return [w / s for w in values]
 
 
 def _spatial(logits: Tensor, mode: str) -> tuple[int, ...]:
@@ -83,6 +83,7 @@ def deep_supervised(
     target: Any,
     return_terms: bool,
     weights: Sequence[float] | None,
+    mask: Tensor | None = None,
 ) -> Any:
     """Run ``criterion`` on every level; see the module docstring. Returns what forward returns."""
     mode = criterion.options.mode
@@ -127,7 +128,9 @@ def deep_supervised(
     for x, wl in zip(levels, w):
         if wl == 0:
             continue
-        loss, terms = criterion.forward(x, resize_nearest(target, _spatial(x, mode)), return_terms=True)
+        size = _spatial(x, mode)
+        m = None if mask is None else resize_nearest(mask, size)
+        loss, terms = criterion.forward(x, resize_nearest(target, size), return_terms=True, mask=m)
         total = loss * wl if total is None else total + loss * wl
         for k, v in terms.items():
             summed[k] = v * wl if k not in summed else summed[k] + v * wl

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import contextlib
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._checks import widen
 from ._errors import InputError, LossConfigError
 from .distributed import sync_sum
 
 __all__ = ["InputOptions", "Inputs", "check_inputs", "compact_ids", "normalise", "safe_ratio"]
 
 CheckInputs = Literal["first", "always", "never"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,12 @@ def _binary_channel_form(logits: Tensor) -> bool:
     return logits.dim() >= 3 and logits.shape[1] == 1
 
 
-def check_inputs(logits: Any, target: Any, opts: InputOptions, values: bool) -> int:
+def check_inputs(logits: Any, target: Any, opts: InputOptions, values: bool = False, mask: Any = None) -> int:
     """Raise ``InputError`` for inputs that do not fit ``opts.mode``; return the spatial rank.
 
-    ``values=True`` also checks values (needs one device sync): finite logits, target ids in
-    range, target values in [0, 1], probabilities in [0, 1].
+    Shapes, dtypes and devices only (no device sync; traceable). ``values=True`` also checks
+    values at once (one device sync; see ``_checks``): finite logits, target ids in range and
+    whole, target values in [0, 1], probabilities in [0, 1], a mask >= 0.
     """
     mode = opts.mode
     if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
@@ -98,13 +102,17 @@ def check_inputs(logits: Any, target: Any, opts: InputOptions, values: bool) -> 
                     f"For one foreground channel use mode='binary'"
                 )
             if target.is_floating_point():
-                if ts != ls:
-                    hint = (
-                        "class ids must have an integer dtype: use target.long()"
-                        if ts in ((ls[0], *spatial), (ls[0], 1, *spatial))
-                        else f"expected ids (N, *S) = {(ls[0], *spatial)} or one-hot/soft (N, C, *S) = {ls}"
+                if ts == ls and opts.ignore_index is not None:
+                    raise InputError(
+                        f"multiclass: ignore_index={opts.ignore_index} applies to class ids, but the target {ts} is "
+                        f"one-hot/soft (N, C, *S); pass class ids (N, *S) with the ignored label, or mark the "
+                        f"ignored pixels with mask=... (0 where ignored) and build without ignore_index"
                     )
-                    raise InputError(f"multiclass: float target {ts} does not fit logits {ls}; {hint}")
+                if ts != ls and ts not in ((ls[0], *spatial), (ls[0], 1, *spatial)):
+                    raise InputError(
+                        f"multiclass: float target {ts} does not fit logits {ls}; expected class ids (N, *S) = "
+                        f"{(ls[0], *spatial)} or (N, 1, *S), or one-hot/soft (N, C, *S) = {ls}"
+                    )
             elif ts not in ((ls[0], *spatial), (ls[0], 1, *spatial)):
                 raise InputError(
                     f"multiclass: target of class ids {ts} does not fit logits {ls}; expected "
@@ -121,88 +129,48 @@ def check_inputs(logits: Any, target: Any, opts: InputOptions, values: bool) -> 
             raise InputError(f"unknown mode '{mode}'; use 'binary', 'multiclass' or 'multilabel'")
     if len(spatial) == 0:
         raise InputError(f"{mode}: logits {ls} have no spatial axis; expected (N, C, *S) with S 1D, 2D or 3D")
+    if any(n == 0 for n in ls):
+        raise InputError(
+            f"{mode}: logits {ls} have a zero-size axis; every axis needs at least one element "
+            f"(skip the loss for empty crops)"
+        )
+    if mask is not None:
+        _check_mask(mask, logits, mode)
     if len(spatial) > 3:
         raise InputError(f"{mode}: {len(spatial)}D spatial inputs are not supported (logits {ls}); use 1D, 2D or 3D")
-    if values:
-        _check_values(logits, target, opts)
+    if values and logits.device.type != "meta":  # meta tensors hold no data to check
+        from ._checks import raise_for_counts, value_counts
+
+        m = None if mask is None else mask
+        counts = value_counts(logits, target, m, mode, opts.from_logits, opts.ignore_index).tolist()
+        raise_for_counts(counts, mode, (ls, ts), (logits, target), opts.ignore_index)
     return len(spatial)
 
 
-def _check_values(logits: Tensor, target: Tensor, opts: InputOptions) -> None:
-    """Value checks (one device sync): finite logits, target ids or values in range, one-hot sums."""
-    if logits.device.type == "meta":  # no data to check (shape tracing)
-        return
-    mode, ii = opts.mode, opts.ignore_index
-    multiclass_ids = mode == "multiclass" and not target.is_floating_point()
-    with torch.no_grad():
-        x = logits.detach()
-        t = target.detach()
-        valid = torch.ones_like(t, dtype=torch.bool) if ii is None else t != ii
-        checks: dict[str, Tensor] = {"logits": torch.isfinite(x).all()}
-        if multiclass_ids:
-            checks["ids"] = ((t >= 0) & (t < x.shape[1]) | ~valid).all()
-        else:
-            tf = t.float()
-            if t.is_floating_point():
-                checks["nan"] = ~(torch.isnan(tf) & valid).any()
-            checks["range"] = ((tf >= 0) & (tf <= 1) | ~valid).all()
-            if mode == "multiclass":
-                checks["onehot"] = ((tf.sum(1) - 1).abs() <= 1e-3).logical_or(~valid.all(1)).all()
-        if not opts.from_logits:
-            checks["probs"] = ((x >= 0) & (x <= 1)).all()
-            if mode == "multiclass":
-                checks["prob_sums"] = ((x.float().sum(1) - 1).abs() <= 1e-3).all()
-        flags = dict(zip(checks, torch.stack(list(checks.values())).tolist()))  # the one sync
-    if all(flags.values()):
-        return
-    ls, ts = _shape(logits), _shape(target)
-    if not flags["logits"]:
-        n_nan = int(torch.isnan(x).sum())
-        n_inf = int(torch.isinf(x).sum())
+def _check_mask(mask: Any, logits: Tensor, mode: str) -> None:
+    ls = _shape(logits)
+    if not isinstance(mask, Tensor):
+        raise InputError(f"{mode}: mask must be a torch.Tensor (got {type(mask).__name__}); use torch.as_tensor(...)")
+    ms = _shape(mask)
+    if mask.device != logits.device:
+        raise InputError(f"{mode}: mask is on {mask.device} but logits are on {logits.device}; move it with .to()")
+    if mask.is_complex() or not (mask.is_floating_point() or mask.dtype == torch.bool):
         raise InputError(
-            f"{mode}: logits {ls} hold {n_nan} NaN and {n_inf} Inf values; the model diverged or its input "
-            f"is broken (check the learning rate, the data, or use gradient clipping)"
+            f"{mode}: mask must be bool (True = counts) or float weights >= 0 (got {mask.dtype}, shape {ms}); "
+            f"use mask.bool() or mask.float()"
         )
-    if not flags.get("ids", True):
-        C = x.shape[1]
-        bad = t[valid & ((t < 0) | (t >= C))]
-        vals = sorted(set(bad.unique()[:8].tolist()))
-        hint = (
-            f"; if {vals[0]} marks unlabelled pixels pass ignore_index={vals[0]}"
-            if len(vals) == 1 and ii is None
-            else f"; give the model one output channel per class, or map the labels into [0, {C})"
-            + ("" if ii is not None else " (ignore_index=... for a label that marks unlabelled pixels)")
-        )
+    if mask.requires_grad:
+        raise InputError(f"{mode}: mask requires grad (shape {ms}); pass mask.detach()")
+    channel = mode != "binary" or _binary_channel_form(logits)
+    N = ls[0]
+    spatial = ls[2:] if channel else ls[1:]
+    C = ls[1] if channel else 1
+    ok = [(N, *spatial), (N, 1, *spatial)] + ([(N, C, *spatial)] if mode == "multilabel" else [])
+    if ms not in ok:
         raise InputError(
-            f"multiclass: target {ts} holds class ids {vals} outside [0, {C}) for logits {ls} with C = {C}{hint}"
+            f"{mode}: mask {ms} does not fit logits {ls}; expected one of "
+            f"{', '.join(str(s) for s in dict.fromkeys(ok))} (per pixel, or per pixel and class)"
         )
-    if not flags.get("nan", True):
-        raise InputError(
-            f"{mode}: target {ts} holds {int((torch.isnan(t) & valid).sum())} NaN values; fix the data "
-            f"(or mark those pixels with a finite ignore_index)"
-        )
-    if not flags.get("range", True):
-        tf = t.float()
-        bad = tf[valid & ((tf < 0) | (tf > 1))]
-        raise InputError(
-            f"{mode}: target {ts} holds values outside [0, 1] (min {float(bad.min()):g}, max {float(bad.max()):g})"
-            + ("; pass ignore_index=... for a value that marks unlabelled pixels" if ii is None else "")
-            + ("; class ids (N, *S) belong to mode='multiclass'" if mode != "multiclass" else "")
-        )
-    if not flags.get("onehot", True):
-        raise InputError(
-            f"multiclass: float target {ts} is not one-hot or soft: its values do not sum to 1 over the "
-            f"class axis; pass class ids as an integer tensor (N, *S), or normalise the target"
-        )
-    if not flags.get("probs", True):
-        raise InputError(
-            f"{mode}: from_logits=False but the input {ls} holds values outside [0, 1]; pass probabilities, "
-            f"or raw logits with from_logits=True"
-        )
-    raise InputError(
-        f"multiclass: from_logits=False but the input {ls} does not sum to 1 over the class axis; "
-        f"apply softmax(dim=1) first, or pass raw logits with from_logits=True"
-    )
 
 
 def no_autocast(device_type: str) -> Any:
@@ -218,9 +186,12 @@ def _safe_log(p: Tensor) -> Tensor:
 
 
 def safe_ratio(num: Tensor, den: Tensor, empty: float = 1.0) -> Tensor:
-    """``num / den``, and ``empty`` where ``den == 0`` (both sets empty with smooth = 0)."""
-    ok = den > 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.full_like(num, empty))
+    """``num / den``, and ``empty`` where ``den == 0`` (both sets empty with smooth = 0).
+
+    A NaN ``den`` gives NaN (a non-finite input never becomes a finite loss).
+    """
+    zero = den == 0
+    return torch.where(zero, torch.full_like(num, empty), num / torch.where(zero, torch.ones_like(den), den))
 
 
 class _SigmoidStats(torch.autograd.Function):
@@ -274,8 +245,10 @@ class Inputs:
       (multiclass) probabilities and their logs, computed once on first use.
     """
 
-    def __init__(self, mode: str, logits: Tensor, target: Tensor, mask: Tensor | None, from_logits: bool, hard: bool):
+    def __init__(self, mode: str, logits: Tensor, target: Tensor, mask: Tensor | None, from_logits: bool, hard: bool,
+                 binary_mask: bool = True):
         self.mode = mode
+        self.binary_mask = binary_mask  # mask is None or 0/1 (ignore_index, a bool mask=); else per-pixel weights
         self.logits = logits
         self.target = target
         self.mask = mask
@@ -284,6 +257,20 @@ class Inputs:
         self._act: tuple[Tensor, Tensor, Tensor | None] | None = None
         self._bce: Tensor | None = None
         self._stats: dict[tuple[bool, str], tuple[Tensor, Tensor, Tensor]] = {}
+        self._shared: dict[Any, Any] = {}
+
+    def shared(self, key: Any, compute: Callable[[], T]) -> T:
+        """``compute()`` once per call for ``key``, shared by every term that asks for it.
+
+        The memo for work that several terms need (a distance map of the target, a pooled
+        target): the first term computes it, the others get the same tensor. ``key`` is any
+        hashable value; include the parameters the result depends on, e.g.
+        ``inp.shared(("signed_distance", spacing), lambda: ...)``. Plugins share work with
+        one another through it exactly as the built-ins do.
+        """
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]  # type: ignore[no-any-return]
 
     @property
     def num_classes(self) -> int:
@@ -384,7 +371,7 @@ class Inputs:
                 local = (
                     self.class_sums(p * t, per_image),
                     self.class_sums(p, per_image),
-                    self.class_sums(t, per_image),
+                    self.class_sums(t if self.binary_mask else self.masked(t), per_image),
                 )
                 self._stats[(per_image, "local")] = local
             if sync != "local":
@@ -411,49 +398,76 @@ class Inputs:
 _INT32 = torch.iinfo(torch.int32)
 
 
-def compact_ids(target: Tensor, opts: InputOptions) -> Tensor:
+def compact_ids(target: Tensor, opts: InputOptions, logits: Tensor | None = None) -> Tensor:
     """Integer class ids as int32 (multiclass mode), unless ``ignore_index`` needs int64.
 
     Inductor's CPU kernels compare int64 ids with the class index several times slower than
     int32 ones (``segloss bench multiclass_ce_dice_2d``), so the composite converts the ids
     before its compiled graph; ids are checked to lie in [0, C) or equal ``ignore_index``.
     """
-    if opts.mode != "multiclass" or target.is_floating_point() or target.dtype == torch.int32:
+    if opts.mode != "multiclass" or target.dtype == torch.int32:
         return target
+    if target.is_floating_point() and logits is not None and tuple(target.shape) == tuple(logits.shape):
+        return target  # one-hot / soft
+    if target.is_floating_point():  # float class ids (MONAI's labels), checked to be whole numbers
+        target = target.to(torch.int64)
     ii = opts.ignore_index
     if ii is not None and not _INT32.min <= ii <= _INT32.max:
         return target.long()
     return target.to(torch.int32)
 
 
-def normalise(logits: Tensor, target: Tensor, opts: InputOptions) -> Inputs:
-    """Bring checked inputs to the (N, C, *S) layout of ``Inputs``; traceable by torch.compile."""
+LOGIT_BOUND = 1e15
+"""Logits are clamped to [-LOGIT_BOUND, LOGIT_BOUND] inside: every loss is saturated long before,
+and sums of per-pixel losses of logits near the float32 limit (3e38) would overflow to Inf."""
+
+
+def _layout_mask(mask: Tensor, like: Tensor, dtype: torch.dtype) -> Tensor:
+    """A call-time mask (N, *S), (N, 1, *S) or (N, C, *S) as float weights of ``like``'s rank."""
+    m = mask.to(dtype)
+    return m if m.dim() == like.dim() else m.unsqueeze(1)
+
+
+def normalise(logits: Tensor, target: Tensor, opts: InputOptions, mask: Tensor | None = None) -> Inputs:
+    """Bring checked inputs to the (N, C, *S) layout of ``Inputs``; traceable by torch.compile.
+
+    ``mask``: an optional call-time mask (bool, or float weights >= 0), multiplied into the
+    mask of ``ignore_index``; the target is zeroed where the combined mask is 0.
+    """
     mode, ii = opts.mode, opts.ignore_index
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     x = logits.to(dtype)
-    mask: Tensor | None = None
+    if opts.from_logits:
+        x = x.clamp(-LOGIT_BOUND, LOGIT_BOUND)
+    target = widen(target)
+    valid: Tensor | None = None
     hard = False
     if mode == "binary":
         if not _binary_channel_form(logits):
             x = x.unsqueeze(1)
         t = target if target.dim() == x.dim() else target.unsqueeze(1)
-    elif mode == "multiclass" and not target.is_floating_point():
-        hard = True
-        t = target.squeeze(1) if target.dim() == x.dim() else target
-        t = compact_ids(t, opts)
         if ii is not None:
             valid = t != ii
-            mask = valid.unsqueeze(1).to(dtype)
-            t = torch.where(valid, t, torch.zeros_like(t))
-        classes = torch.arange(x.shape[1], device=t.device, dtype=t.dtype).view(1, -1, *([1] * (t.dim() - 1)))
-        t = (t.unsqueeze(1) == classes).to(dtype)
-        if mask is not None:
-            t = t * mask
-        return Inputs(mode, x, t, mask, opts.from_logits, hard)
+    elif mode == "multiclass" and (not target.is_floating_point() or tuple(target.shape) != tuple(logits.shape)):
+        hard = True
+        ids = target.squeeze(1) if target.dim() == x.dim() else target
+        ids = compact_ids(ids, opts)
+        if ii is not None:
+            ok = ids != ii
+            valid = ok.unsqueeze(1)
+            ids = torch.where(ok, ids, torch.zeros_like(ids))
+        classes = torch.arange(x.shape[1], device=ids.device, dtype=ids.dtype).view(1, -1, *([1] * (ids.dim() - 1)))
+        t = ids.unsqueeze(1) == classes
     else:
         t = target
-    if ii is not None:
-        valid = t != ii
-        mask = valid.to(dtype)
-        t = torch.where(valid, t, torch.zeros_like(t))
-    return Inputs(mode, x, t.to(dtype), mask, opts.from_logits, hard)
+        if ii is not None:
+            valid = t != ii
+    weights: Tensor | None = None if valid is None else valid.to(dtype)
+    if mask is not None:
+        m = _layout_mask(mask, x, dtype)
+        weights = m if weights is None else weights * m
+    t = t.to(dtype)
+    if weights is not None:
+        t = torch.where(weights != 0, t, torch.zeros_like(t))
+    binary_mask = mask is None or mask.dtype == torch.bool
+    return Inputs(mode, x, t, weights, opts.from_logits, hard, binary_mask)

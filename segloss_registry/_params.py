@@ -19,10 +19,36 @@ __all__ = [
     "validate_params",
     "format_validation_error",
     "odd_int",
+    "per_class",
+    "per_class_fields",
 ]
 
 Mode = Literal["binary", "multiclass", "multilabel"]
 MODES: tuple[str, ...] = ("binary", "multiclass", "multilabel")
+
+
+_PER_CLASS = "segloss_per_class"
+
+
+def per_class(**extra: Any) -> dict[str, Any]:
+    """``json_schema_extra`` marking a list field as one value per class.
+
+    ``Field(None, json_schema_extra=per_class())``: at call time the core checks that a list
+    given for it has one entry per class of the logits (C; 1 in binary mode) and raises an
+    ``InputError`` naming the loss, the field and both lengths otherwise. ``describe`` shows
+    the mark. Scalars in a ``float | list[float]`` field are left alone.
+    """
+    return {_PER_CLASS: True, **extra}
+
+
+def per_class_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The names of the fields of ``model`` marked with ``per_class()``."""
+    out = []
+    for name, f in model.model_fields.items():
+        extra = f.json_schema_extra
+        if isinstance(extra, dict) and extra.get(_PER_CLASS):
+            out.append(name)
+    return tuple(out)
 
 
 class LossParams(BaseModel):
@@ -44,7 +70,9 @@ class RegionParams(LossParams):
 
     per_image: bool = Field(False, description="Reduce per sample, then average; otherwise over the whole batch.")
     class_weights: list[float] | None = Field(
-        None, description="Weight of each class in the mean over classes (multiclass/multilabel), each >= 0."
+        None,
+        description="Weight of each class in the mean over classes (multiclass/multilabel), each >= 0.",
+        json_schema_extra=per_class(),
     )
     include_background: bool = Field(
         True, description="multiclass only: False leaves class 0 out of the mean over classes."

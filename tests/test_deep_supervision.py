@@ -69,9 +69,10 @@ def test_deep_supervision_is_the_weighted_sum_of_levels(mode: str) -> None:
         want = sum(wl * t[k] for wl, (_, t) in zip(w, per_level))
         close(terms[k], want)
         close(crit.last_terms[k], want)
-    # explicit weights are used as given (not normalised)
+    # explicit weights follow the same rule as the default: normalised to sum 1
     close(crit(levels, target, level_weights=[1.0, 0.5, 0.0]),
-          per_level[0][0] + 0.5 * per_level[1][0])
+          (per_level[0][0] + 0.5 * per_level[1][0]) / 1.5)
+    close(crit(levels, target, level_weights=[4.0, 2.0, 1.0]), total)  # the default, written out
 
 
 def test_binary_targets_without_channel_and_bool() -> None:
@@ -91,7 +92,8 @@ def test_equals_monai_deep_supervision_loss() -> None:
     monai_dice = losses.DiceLoss(sigmoid=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)
     peer = losses.DeepSupervisionLoss(monai_dice, weight_mode="exp")([x.clone() for x in levels], target)
     crit = build_loss("dice", compile=False)
-    close(crit(levels, target, level_weights=[1.0, 0.5, 0.25]), peer, tol=1e-5)  # MONAI casts to float32
+    # ours normalises every set of level weights to sum 1; MONAI's does not
+    close(crit(levels, target, level_weights=[1.0, 0.5, 0.25]), peer / 1.75, tol=1e-5)  # MONAI casts to float32
     close(crit(levels, target), peer / 1.75, tol=1e-5)
 
 
@@ -158,7 +160,7 @@ def test_level_weights_set_at_build_time_are_the_default_and_round_trip():
     crit = build_loss("bce+dice", level_weights=[1.0, 0.25], compile=False)
     single = build_loss("bce+dice", compile=False)
     half = target[:, :, 1::2, 1::2]  # nearest-exact: source pixel floor((i + 0.5) * 2) = 2i + 1
-    want = single(levels[0], target) + 0.25 * single(levels[1], half)
+    want = (single(levels[0], target) + 0.25 * single(levels[1], half)) / 1.25  # normalised to sum 1
     torch.testing.assert_close(crit(levels, target), want)
     torch.testing.assert_close(crit(levels, target, level_weights=[1.0, 0.0]), single(levels[0], target))
     again = build_loss(crit.config())

@@ -75,9 +75,22 @@ def test_multiclass_integer_one_hot() -> None:
            "^multiclass:", "use target.float()")
 
 
-def test_multiclass_float_ids() -> None:
-    raises(lambda: build_loss("ce", mode="multiclass")(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4)),
-           "^multiclass:", r"float target \(2, 4, 4\)", "use target.long()")
+def test_multiclass_float_ids_are_class_ids() -> None:
+    """MONAI's loaders deliver labels as float (N, 1, *S): whole numbers are read as class ids."""
+    x = torch.randn(2, 3, 4, 4)
+    ids = torch.randint(0, 3, (2, 4, 4))
+    crit = build_loss("ce+dice", mode="multiclass")
+    want = crit(x, ids)
+    torch.testing.assert_close(crit(x, ids.float()), want)
+    torch.testing.assert_close(crit(x, ids.float().unsqueeze(1)), want)
+    logp = torch.log_softmax(x, 1)
+    ce = -logp.gather(1, ids.unsqueeze(1)).mean()
+    torch.testing.assert_close(build_loss("ce", mode="multiclass")(x, ids.double().unsqueeze(1)), ce)
+    half = ids.float().unsqueeze(1)
+    half[0, 0, 1, 2] = 1.5
+    raises(lambda: crit(x, half), "^multiclass:", r"float target \(2, 1, 4, 4\)", "not whole numbers",
+           r"1\.5 at 1 of 32 elements, the first at index \(0, 0, 1, 2\)")
+    raises(lambda: crit(x, torch.zeros(2, 5, 4)), "^multiclass:", r"float target \(2, 5, 4\) does not fit")
 
 
 def test_multilabel_channel_mismatch() -> None:
@@ -141,7 +154,7 @@ def test_binary_target_outside_unit_interval(value: float) -> None:
 
 def test_binary_integer_class_ids() -> None:
     raises(lambda: build_loss("dice")(torch.randn(2, 1, 4, 4), torch.full((2, 1, 4, 4), 2)),
-           "^binary:", r"max 2", "mode='multiclass'")
+           "^binary:", r"outside \[0, 1\]: 2 at 32 of 32 elements", "mode='multiclass'")
 
 
 def test_target_nan() -> None:
@@ -211,7 +224,7 @@ def _nan_logits() -> torch.Tensor:
 
 
 def test_nan_inf_logits_first_call() -> None:
-    crit = build_loss("bce+dice")  # check_inputs="first"
+    crit = build_loss("bce+dice", check_inputs="first")
     t = torch.zeros(2, 1, 4, 4)
     raises(lambda: crit(_nan_logits(), t), "^binary:", r"logits \(2, 1, 4, 4\) hold 1 NaN and 2 Inf",
            "learning rate")
@@ -220,6 +233,32 @@ def test_nan_inf_logits_first_call() -> None:
     assert torch.isfinite(crit(torch.randn(2, 1, 4, 4), t))
     # after one good call, "first" checks no values any more (no device sync): NaN in, NaN out
     assert torch.isnan(crit(_nan_logits(), t))
+
+
+def test_default_checks_every_call() -> None:
+    """The default ("auto") checks every call on the CPU: a model that diverges at step 500 is reported."""
+    crit = build_loss("bce+dice")
+    t = torch.zeros(2, 1, 4, 4)
+    for _ in range(3):
+        assert torch.isfinite(crit(torch.randn(2, 1, 4, 4), t))
+    raises(lambda: crit(_nan_logits(), t), "1 NaN and 2 Inf")
+    bad = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    bad[1, 0, 2, 3] = 255
+    raises(lambda: crit(torch.randn(2, 1, 4, 4), bad), r"outside \[0, 1\]: 255 at 1 of 32 elements",
+           r"first at index \(1, 0, 2, 3\)", "target / 255")
+
+
+def test_deferred_checks_report_one_call_late_with_the_call_number() -> None:
+    """check_inputs="deferred" (the accelerator behaviour): counts are read at the next call."""
+    crit = build_loss("dice", check_inputs="deferred")
+    t = torch.zeros(2, 1, 4, 4)
+    crit(torch.randn(2, 1, 4, 4), t)
+    out = crit(_nan_logits(), t)  # call 2: no sync, the loss is NaN (never a finite value)
+    assert torch.isnan(out)
+    raises(lambda: crit(torch.randn(2, 1, 4, 4), t), "in call 2, reported one call late", "1 NaN and 2 Inf")
+    crit(_nan_logits(), t)
+    raises(crit.check_pending, "in call 4")
+    crit.check_pending()  # nothing pending any more
 
 
 def test_nan_inf_logits_always() -> None:

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl
+from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, per_class
 
 __all__ = ["BCEParams", "bce", "bce_loss"]
 
@@ -23,7 +23,8 @@ MODES = ("binary", "multilabel")
 
 class BCEParams(LossParams):
     pos_weight: float | list[float] | None = Field(
-        None, description="weight of positive targets, > 0: one value or one per channel"
+        None, description="weight of positive targets, > 0: one value or one per channel",
+        json_schema_extra=per_class(),
     )
 
     @field_validator("pos_weight")

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, safe_ratio
+from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, per_class, safe_ratio
 
 __all__ = ["CEParams", "ce", "ce_loss"]
 
@@ -23,7 +23,9 @@ MODES = ("multiclass",)
 
 
 class CEParams(LossParams):
-    class_weights: list[float] | None = Field(None, description="weight of each class, >= 0 (one per class)")
+    class_weights: list[float] | None = Field(
+        None, description="weight of each class, >= 0 (one per class)", json_schema_extra=per_class()
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="ls in [0, 1): mixes the target with uniform 1/C")
 
     @field_validator("class_weights")

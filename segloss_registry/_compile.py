@@ -1,0 +1,159 @@
+"""The compile policy and every private torch name the project touches, in one place.
+
+Each use of a private (underscore) torch API is wrapped here with a comment saying why it is
+needed and what happens when a torch release removes it: the wrapper falls back to a
+behaviour that is still correct (slower, or with one more recompile), never to an error.
+``tests/test_compile_internals.py`` runs every fallback with the private name removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "is_compiling",
+    "mark_dynamic",
+    "no_donated_buffers",
+    "allow_retained_backward",
+    "fresh_function",
+    "permanent_failure",
+    "failure_text",
+    "profiler_active",
+]
+
+
+def profiler_active() -> bool:
+    """Whether a ``torch.profiler`` session records (per-term labels cost a little: only then).
+
+    Private: ``torch.autograd.profiler._is_profiler_enabled``. Without it, the labels are always
+    recorded (correct, a few microseconds per term and call).
+    """
+    prof = getattr(getattr(torch, "autograd", None), "profiler", None)
+    flag = getattr(prof, "_is_profiler_enabled", None)
+    return True if flag is None else bool(flag)
+
+
+def is_compiling() -> bool:
+    """True while dynamo traces the caller (a user's own ``torch.compile`` around the loss)."""
+    compiler = getattr(torch, "compiler", None)
+    fn = getattr(compiler, "is_compiling", None)
+    if fn is not None:  # public since torch 2.3
+        return bool(fn())
+    dynamo = getattr(torch, "_dynamo", None)  # older torch: private spelling of the same question
+    old = getattr(dynamo, "is_compiling", None)
+    return bool(old()) if old is not None else False
+
+
+def mark_dynamic(t: Tensor, dim: int) -> None:
+    """Mark axis ``dim`` of ``t`` dynamic, so that one graph serves every batch and image size.
+
+    Private: ``torch._dynamo.maybe_mark_dynamic``. Without it every new size recompiles once
+    (dynamo's automatic dynamic shapes then take over after the second size): correct, slower.
+    """
+    fn = getattr(getattr(torch, "_dynamo", None), "maybe_mark_dynamic", None)
+    if fn is not None:
+        fn(t, dim)
+
+
+@contextlib.contextmanager
+def no_donated_buffers() -> Iterator[None]:
+    """Compile without donated buffers, so that the backward runs under ``retain_graph=True``.
+
+    Private: ``torch._functorch.config.donated_buffer``. With dynamic sizes AOTAutograd compiles
+    the backward together with the forward, and a backward with donated buffers refuses
+    ``retain_graph=True`` (per-term gradients). The peak memory is the same without them
+    (``segloss bench``). Without the config name (an older or newer torch), nothing is patched.
+    """
+    try:
+        import torch._functorch.config as functorch_config
+    except ImportError:  # pragma: no cover - depends on the torch build
+        yield
+        return
+    if not hasattr(functorch_config, "donated_buffer"):
+        yield
+        return
+    with functorch_config.patch(donated_buffer=False):
+        yield
+
+
+def allow_retained_backward(out: Tensor) -> None:
+    """Let a compiled graph's backward run under ``retain_graph=True``.
+
+    Private: ``grad_fn._forward_cls.metadata.bw_donated_idxs``. A graph compiled without donated
+    buffers (``no_donated_buffers``) records them as "unknown" (None), and AOTAutograd then
+    refuses ``retain_graph=True``; record "none" instead. When the attribute path is missing,
+    nothing is changed (``retain_graph=True`` then raises torch's own error on such a torch).
+    """
+    meta = getattr(getattr(out.grad_fn, "_forward_cls", None), "metadata", None)
+    if meta is not None and getattr(meta, "bw_donated_idxs", ()) is None:
+        meta.bw_donated_idxs = []
+
+
+def fresh_function(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """A copy of ``fn`` with its own code object, so that dynamo's cache is per criterion.
+
+    Dynamo caches compiled graphs on the code object: two criteria sharing one code object
+    would share (and evict) each other's graphs and count against one recompile limit.
+    ``CodeType.replace`` is public Python; if it fails (another interpreter), ``fn`` is used
+    as it is, and criteria share one cache (correct, more recompiles).
+    """
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    try:
+        code = fn.__code__.replace(co_name=name)
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover - CPython always has it
+        return fn
+    out = types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    out.__qualname__ = name
+    return out
+
+
+# -- why a compile failed ---------------------------------------------------------------------------
+_PERMANENT = {
+    # no working C++ compiler (inductor's CPU backend)
+    "InvalidCxxCompiler": "no working C++ compiler: install gcc or clang (or pass compile=False)",
+    # the inductor backend or triton cannot be imported / used on this machine
+    "TritonMissing": "triton is missing for this GPU: pip install triton (or pass compile=False)",
+}
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend([getattr(e, "inner_exception", None), e.__cause__, e.__context__])
+
+
+def permanent_failure(exc: BaseException) -> str | None:
+    """The cause and fix when ``exc`` means that compiling can never work here, else None.
+
+    Permanent: no C++ compiler, a backend that cannot be imported. Everything else (a tensor
+    subclass dynamo cannot trace, an op missing for one dtype, a shape the backend refuses)
+    depends on the inputs, and falls back to eager for inputs like those only.
+    """
+    for e in _chain(exc):
+        name = type(e).__name__
+        if name in _PERMANENT:
+            return _PERMANENT[name]
+        if isinstance(e, ImportError) and ("triton" in str(e).lower() or "inductor" in str(e).lower()):
+            return f"the compiler backend cannot be imported ({e}); install it or pass compile=False"
+    return None
+
+
+def failure_text(exc: BaseException) -> str:
+    """``Type: first line`` of the innermost cause, at most 300 characters."""
+    inner = list(_chain(exc))
+    e = inner[-1] if len(inner) > 1 and str(inner[-1]).strip() else exc
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
