@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._describe import describe
 from ._composite import CompileWarning, CompositeLoss, Term, build_loss
 from ._errors import (
     AmbiguousLossError,
@@ -70,50 +71,6 @@ def list_plugins() -> list[PluginInfo]:
     return get_registry().plugins()
 
 
-def describe_loss(name: str) -> dict[str, Any]:
+def describe_loss(name: str, registry: Registry | None = None) -> dict[str, Any]:
     """Name, plugin, modes, summary and the parameters (type, default, rule) of one loss, JSON-able."""
-    info = get_registry().resolve(name)
-    out: dict[str, Any] = {
-        "name": info.name,
-        "qualified_name": info.qualified_name,
-        "plugin": info.plugin,
-        "distribution": info.distribution,
-        "version": info.version,
-        "aliases": list(info.aliases),
-        "summary": info.summary,
-        "modes": list(info.modes),
-        "dims": list(info.dims),
-    }
-    if info.recipe is not None:
-        out["recipe"] = info.recipe
-        out["parameters"] = {}
-        out["schema"] = None
-        return out
-    schema = info.params.model_json_schema()
-    props = schema.get("properties", {})
-    params = {}
-    for fname, f in info.params.model_fields.items():
-        prop = props.get(fname, {})
-        rules: dict[str, Any] = {}
-        for part in [prop, *prop.get("anyOf", [])]:
-            for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum"):
-                if k in part:
-                    rules[k] = part[k]
-        params[fname] = {
-            "type": _type_text(prop),
-            "default": f.default,
-            "description": f.description or "",
-            "rules": rules,
-        }
-    out["parameters"] = params
-    out["schema"] = schema
-    return out
-
-
-def _type_text(prop: dict[str, Any]) -> str:
-    if "anyOf" in prop:
-        return " | ".join(_type_text(p) for p in prop["anyOf"])
-    t = prop.get("type", "any")
-    if t == "array":
-        return f"list[{_type_text(prop.get('items', {}))}]"
-    return {"number": "float", "integer": "int", "boolean": "bool", "string": "str", "null": "None"}.get(t, str(t))
+    return describe((registry or get_registry()).resolve(name))

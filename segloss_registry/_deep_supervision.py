@@ -113,6 +113,11 @@ def deep_supervised(
                 f"{x.shape[0] if x.dim() else 'none'} but target {tuple(target.shape)} has batch {target.shape[0]}; "
                 f"every level must hold the same images"
             )
+        if any(n == 0 for n in x.shape):
+            raise InputError(
+                f"{mode}: deep supervision level {i}: logits {tuple(x.shape)} have a zero-size axis; every axis "
+                f"needs at least one element (drop that level)"
+            )
         if len(size) != rank:
             raise InputError(
                 f"{mode}: deep supervision level {i}: logits {tuple(x.shape)} have {len(size)}D spatial axes but "

@@ -9,6 +9,7 @@ mask, the per-class sums) is computed lazily and once per call, whichever terms 
 from __future__ import annotations
 
 import contextlib
+import math
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -388,8 +389,9 @@ class Inputs:
             per_class = per_class[..., 1:]
             weights = weights[1:] if weights is not None else None
         if weights is not None:
-            w = torch.tensor(weights, dtype=per_class.dtype, device=per_class.device)
-            per_sample = (per_class * w).sum(-1) / w.sum().clamp_min(1e-12)
+            total = math.fsum(weights)  # normalised in float64 on the host: tiny weights keep their ratios
+            w = torch.tensor([x / total for x in weights], dtype=per_class.dtype, device=per_class.device)
+            per_sample = (per_class * w).sum(-1)
         else:
             per_sample = per_class.mean(-1)
         return per_sample.mean()

@@ -103,7 +103,8 @@ class LossOptions(BaseModel):
     @classmethod
     def _compile(cls, v: Any) -> Any:
         if not (v == "auto" and isinstance(v, str)) and not isinstance(v, bool):
-            raise ValueError(f"compile must be 'auto', True or False (got {v!r} of type {type(v).__name__})")
+            kind = type(v).__name__ if type(v).__module__ == "builtins" else f"{type(v).__module__}.{type(v).__name__}"
+            raise ValueError(f"compile must be 'auto', True or False (got {v!r} of type {kind})")
         return v
 
     @field_validator("level_weights", mode="before")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib.metadata as md
 import inspect
@@ -9,7 +10,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,13 +107,51 @@ class Registry:
                     try:
                         if self._group:
                             self._load_entry_points()
+                        self._finish_recipes()
                         self._report_ambiguities()
                         self._raise_if_strict()
+                    except BaseException:  # KeyboardInterrupt: nothing stays half-loaded; the next use loads again
+                        self._reset()
+                        raise
+                    else:
+                        self._loaded = True
                     finally:
                         self._loading = False
-                        self._loaded = True
         if self._error is not None:
             raise self._error
+
+    def _reset(self) -> None:
+        for name in list(self._plugins):
+            if self._pm.has_plugin(name):
+                self._pm.unregister(name=name)
+        self._plugins.clear()
+        self._losses.clear()
+        self._error = None
+
+    def _finish_recipes(self) -> None:
+        """A recipe's modes and dims are those that all of its terms support (the intersection)."""
+        from ._spec import parse_spec
+
+        for plugin, losses in self._losses.items():
+            for i, loss in enumerate(losses):
+                if loss.recipe is None:
+                    continue
+                modes, dims = set(loss.modes), set(loss.dims)
+                for term in parse_spec(loss.recipe):
+                    hits = self._find(term.name)
+                    if len(hits) == 1 and hits[0].recipe is None:
+                        modes &= set(hits[0].modes)
+                        dims &= set(hits[0].dims)
+                losses[i] = dataclasses.replace(
+                    loss, modes=tuple(m for m in MODES if m in modes), dims=tuple(sorted(dims))
+                )
+
+    def _find(self, name: str) -> list[LossInfo]:
+        key = name.strip().lower()
+        if ":" in key:
+            plugin, _, short = key.partition(":")
+            return [x for x in self._losses.get(plugin, []) if short == x.name or short in x.aliases]
+        return [x for ls in self._losses.values() for x in ls if key == x.name or key in x.aliases]
 
     def _raise_if_strict(self) -> None:
         if not _strict():
@@ -128,6 +167,10 @@ class Registry:
     def _load_entry_points(self) -> None:
         disabled = _disabled()
         matched: set[str] = set()
+        try:
+            providers = md.packages_distributions()
+        except Exception:  # noqa: BLE001 - broken metadata of some other distribution: skip the ownership check
+            providers = {}
         for ep in sorted(md.entry_points(group=self._group), key=lambda e: (e.name, e.value)):
             dist = getattr(ep, "dist", None)
             info = PluginInfo(ep.name, dist.name if dist else None, dist.version if dist else None)
@@ -143,9 +186,16 @@ class Registry:
                 matched |= names & disabled
                 info.status = "blocked"
                 continue
+            foreign = _foreign_module(ep, info.distribution, providers)
+            if foreign:
+                info.status = "failed"
+                self._problem(info, foreign)
+                continue
             try:
                 obj = ep.load()
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - one broken plugin never breaks the others
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - one broken plugin never breaks the others
                 info.status = "failed"
                 self._problem(info, f"import of '{ep.value}' failed: {type(exc).__name__}: {exc}")
                 continue
@@ -180,10 +230,14 @@ class Registry:
         for impl in impls:
             try:
                 impl.function(register=register)
-            except (Exception, SystemExit) as exc:  # noqa: BLE001
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - all or nothing per plugin
                 info.status = "failed"
                 self._problem(info, f"its register_losses hook raised {type(exc).__name__}: {exc}")
                 found.clear()
+                if self._pm.has_plugin(info.name):
+                    self._pm.unregister(name=info.name)
                 break
         self._losses[info.name] = found
         info.losses = [loss.name for loss in found]
@@ -407,6 +461,32 @@ class _Register:
             if n in taken:
                 return f"'{n}' is registered twice by this plugin"
         return None
+
+
+def _foreign_module(ep: Any, distribution: str | None, providers: Mapping[str, list[str]]) -> str | None:
+    """Why entry point ``ep`` of ``distribution`` points at a module that is not its own, or None.
+
+    ``segloss new-plugin dice`` once wrote a package ``segloss_dice``: installed, its entry
+    point imported the built-in's module name, and one silently replaced the other.
+    """
+    if distribution is None:
+        return None
+    top = str(ep.value).split(":")[0].split(".")[0].strip()
+    owners = providers.get(top)
+    if not owners:  # no metadata says who provides it (a plain sys.path module): nothing to check
+        return None
+    mine = _norm(distribution)
+    normed = [_norm(o) for o in owners]
+    others = sorted({o for o, n in zip(owners, normed) if n != mine})
+    if mine not in normed:
+        return (f"its entry point '{ep.name} = {ep.value}' names module '{top}', which distribution "
+                f"{', '.join(others)} provides, not {distribution}; rename the plugin's package (e.g. "
+                f"'{top}_{mine}') so that it cannot shadow another plugin")
+    if others:
+        return (f"its module '{top}' is provided by {distribution} and by {', '.join(others)}: one install "
+                f"overwrote the other's files, so the code loaded may not be {distribution}'s; uninstall one "
+                f"and rename its package")
+    return None
 
 
 _REGISTRY: Registry | None = None

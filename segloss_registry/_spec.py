@@ -70,6 +70,11 @@ def parse_spec(spec: str) -> list[TermSpec]:
         source = _rewrite_qualified(spec.strip())
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
+        stripped = spec.strip()
+        if stripped and stripped[-1] in "+*/-":
+            raise _fail(spec, f"it ends with '{stripped[-1]}': a term is missing after it") from None
+        if stripped and stripped[0] in "*/":
+            raise _fail(spec, f"it starts with '{stripped[0]}': a term is missing before it") from None
         raise _fail(spec, exc.msg or "invalid syntax", (exc.offset or 1) - 1) from None
     except (tokenize.TokenError, ValueError, RecursionError, MemoryError, IndentationError) as exc:
         raise _fail(spec, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
@@ -79,11 +84,18 @@ def parse_spec(spec: str) -> list[TermSpec]:
         raise _fail(spec, "it is nested too deeply") from None
 
 
-def _number(node: ast.AST) -> float | None:
+def _number(node: ast.AST, spec: str = "") -> float | None:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return float(node.value)
+        try:
+            value = float(node.value)
+        except OverflowError:  # a 400-digit int
+            raise _fail(spec, f"the number {str(node.value)[:20]}... is too large for a weight",
+                        getattr(node, "col_offset", None)) from None
+        if not math.isfinite(value):
+            raise _fail(spec, f"the number {node.value!r} is not finite", getattr(node, "col_offset", None))
+        return value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _number(node.operand)
+        inner = _number(node.operand, spec)
         if inner is not None:
             return -inner if isinstance(node.op, ast.USub) else inner
     return None
@@ -94,20 +106,20 @@ def _terms(node: ast.AST, spec: str, factor: float, explicit: bool) -> list[Term
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         return _terms(node.left, spec, factor, explicit) + _terms(node.right, spec, factor, explicit)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
-        left, right = _number(node.left), _number(node.right)
+        left, right = _number(node.left, spec), _number(node.right, spec)
         if left is not None and right is None:
             return _terms(node.right, spec, factor * left, True)
         if right is not None and left is None:
             return _terms(node.left, spec, factor * right, True)
         raise _fail(spec, "'*' needs a number on one side and a loss on the other", col)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-        right = _number(node.right)
-        if right is None or _number(node.left) is not None:
+        right = _number(node.right, spec)
+        if right is None or _number(node.left, spec) is not None:
             raise _fail(spec, "'/' needs a loss on the left and a number on the right", col)
         if right == 0:
             raise _fail(spec, "division by zero", col)
         return _terms(node.left, spec, factor / right, True)
-    if _number(node) is not None:
+    if _number(node, spec) is not None:
         raise _fail(spec, "a number alone is not a loss", col)
     params: dict[str, Any] = {}
     target = node
@@ -160,6 +172,11 @@ def _term_from_mapping(key: str | None, value: Any, where: str) -> TermSpec:
             weight = value.get("weight")
             for k, v in value.items():
                 if k not in ("weight", "params"):
+                    if k in params:
+                        raise LossConfigError(
+                            f"{where}: '{name}' sets {k} twice (in 'params' as {params[k]!r} and beside it as "
+                            f"{v!r}); keep one"
+                        )
                     params[k] = v
         else:
             params, weight = {}, value
@@ -225,6 +242,13 @@ def _expand(term: TermSpec) -> list[TermSpec]:
         raise LossConfigError(f"config key {term.name!r} must name one loss")
     inner = parsed[0]
     weight = term.weight if inner.weight is None else inner.weight * (1.0 if term.weight is None else term.weight)
+    twice = sorted(set(inner.params) & set(term.params))
+    if twice:
+        k = twice[0]
+        raise LossConfigError(
+            f"config: '{term.name}' sets {k} twice (in the key as {inner.params[k]!r} and in its value as "
+            f"{term.params[k]!r}); keep one"
+        )
     return [TermSpec(inner.name, weight, {**inner.params, **term.params})]
 
 

@@ -29,7 +29,7 @@ MODES = ("binary", "multiclass", "multilabel")
 
 
 class ActiveContourParams(LossParams):
-    weight: float = Field(10.0, ge=0, description="weight of the length term, >= 0")
+    weight: float = Field(10.0, ge=0, le=1e6, description="weight of the length term, in [0, 1e6]")
 
 
 def _aligned(x: Tensor, axis: int, dims: tuple[int, ...], combine: str) -> Tensor:

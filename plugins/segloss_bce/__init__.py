@@ -23,7 +23,7 @@ MODES = ("binary", "multilabel")
 
 class BCEParams(LossParams):
     pos_weight: float | list[float] | None = Field(
-        None, description="weight of positive targets, > 0: one value or one per channel",
+        None, description="weight of positive targets, in (0, 1e6]: one value or one per channel",
         json_schema_extra=per_class(),
     )
 
@@ -33,8 +33,8 @@ class BCEParams(LossParams):
         values = v if isinstance(v, list) else [] if v is None else [v]
         if isinstance(v, list) and not v:
             raise ValueError("pos_weight must not be an empty list")
-        if any(not math.isfinite(x) or x <= 0 for x in values):
-            raise ValueError(f"pos_weight must be finite and > 0 (got {v})")
+        if any(not math.isfinite(x) or x <= 0 or x > 1e6 for x in values):
+            raise ValueError(f"pos_weight must be in (0, 1e6] (got {v}); larger weights overflow float32 sums")
         return v
 
 

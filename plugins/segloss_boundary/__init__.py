@@ -37,8 +37,8 @@ _POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 class BoundaryParams(LossParams):
-    theta0: int = Field(3, description="size of the boundary's max-pool, odd >= 1")
-    theta: int = Field(5, description="size of the extended boundary's max-pool, odd >= 1")
+    theta0: int = Field(3, le=255, description="size of the boundary's max-pool, odd, in [1, 255]")
+    theta: int = Field(5, le=255, description="size of the extended boundary's max-pool, odd, in [1, 255]")
 
     @field_validator("theta0", "theta")
     @classmethod

@@ -44,7 +44,10 @@ def ce(inp: Inputs, params: CEParams) -> Tensor:
     soft = t * (1 - ls) + ls / C if ls > 0 else t
     if params.class_weights is None:
         return inp.pixel_mean(-(soft * inp.log_prob).sum(1, keepdim=True))
-    w = torch.tensor(params.class_weights, dtype=t.dtype, device=t.device).view(1, C, *([1] * (t.dim() - 2)))
+    cw = params.class_weights
+    if inp.hard:  # the weighted mean does not depend on the scale: bring tiny weights to 1 on the host
+        cw = [x / max(cw) for x in cw]
+    w = torch.tensor(cw, dtype=t.dtype, device=t.device).view(1, C, *([1] * (t.dim() - 2)))
     per_pixel = -(w * soft * inp.log_prob).sum(1, keepdim=True)
     if not inp.hard:
         return inp.pixel_mean(per_pixel)

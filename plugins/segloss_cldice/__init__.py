@@ -54,7 +54,7 @@ MODES = ("binary", "multiclass", "multilabel")
 
 class ClDiceParams(RegionParams):
     iterations: int = Field(3, ge=0, le=100, description="skeletonisation iterations (erosions), 0..100")
-    smooth: float = Field(1.0, ge=0, description="s, added to the numerators and denominators of Tprec and Tsens")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to the numerators and denominators of Tprec and Tsens; <= 1e6 (larger gives about 0 for any input)")
 
 
 def _pool(x: Tensor) -> Any:

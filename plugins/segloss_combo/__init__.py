@@ -50,7 +50,7 @@ class ComboParams(RegionParams):
     beta: float = Field(
         0.5, ge=0, le=1, description="weight of the positive part of the cross-entropy: > 0.5 penalises FN, < 0.5 FP"
     )
-    smooth: float = Field(1.0, ge=0, description="s of the Dice term, added to numerator and denominator; >= 0")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s of the Dice term, added to numerator and denominator; >= 0; <= 1e6 (larger gives about 0 for any input)")
 
 
 def log1m_softmax(log_p: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ MODES = ("binary", "multiclass", "multilabel")
 
 
 class DiceParams(RegionParams):
-    smooth: float = Field(1.0, ge=0, description="s, added to numerator and denominator; >= 0 and finite")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to numerator and denominator; >= 0 and finite; <= 1e6 (larger gives about 0 for any input)")
 
 
 def dice_per_class(inp: Inputs, params: DiceParams) -> Tensor:

@@ -44,7 +44,7 @@ MODES = ("binary", "multiclass", "multilabel")
 
 
 class GeneralizedDiceParams(RegionParams):
-    smooth: float = Field(1.0, ge=0, description="s, added to numerator and denominator; >= 0 and finite")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to numerator and denominator; >= 0 and finite; <= 1e6 (larger gives about 0 for any input)")
 
 
 def sudre_weights(t_sum: Tensor) -> Tensor:

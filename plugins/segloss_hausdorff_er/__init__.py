@@ -46,7 +46,9 @@ MODES = ("binary", "multiclass", "multilabel")
 
 
 class HausdorffERParams(LossParams):
-    alpha: float = Field(2.0, ge=0, description="exponent of the weight k^alpha of the k-th erosion, >= 0")
+    alpha: float = Field(
+        2.0, ge=0, le=16, description="exponent of the weight k^alpha of the k-th erosion, in [0, 16] (larger overflows float32)"
+    )
     erosions: int = Field(10, ge=1, le=100, description="number of erosions K, 1..100")
 
 

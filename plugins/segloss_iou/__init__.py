@@ -20,7 +20,7 @@ MODES = ("binary", "multiclass", "multilabel")
 
 
 class IoUParams(RegionParams):
-    smooth: float = Field(1.0, ge=0, description="s, added to intersection and union; >= 0 and finite")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to intersection and union; >= 0 and finite; <= 1e6 (larger gives about 0 for any input)")
 
 
 def iou(inp: Inputs, params: IoUParams) -> Tensor:

@@ -42,7 +42,7 @@ MODES = ("binary", "multiclass", "multilabel")
 
 
 class MCCParams(RegionParams):
-    smooth: float = Field(1.0, ge=0, description="s, added to TP and to TN; >= 0 and finite")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to TP and to TN; >= 0 and finite; <= 1e6 (larger gives about 0 for any input)")
 
 
 def valid_count(inp: Inputs, per_image: bool, sync: str = "local") -> Tensor | float:

@@ -37,9 +37,9 @@ MODES = ("binary", "multiclass", "multilabel")
 
 
 class TverskyParams(RegionParams):
-    alpha: float = Field(0.3, ge=0, description="weight of false positives FP = P - I; >= 0")
-    beta: float = Field(0.7, ge=0, description="weight of false negatives FN = T - I; >= 0")
-    smooth: float = Field(1.0, ge=0, description="s, added to numerator and denominator; >= 0 and finite")
+    alpha: float = Field(0.3, ge=0, le=1e6, description="weight of false positives FP = P - I; in [0, 1e6]")
+    beta: float = Field(0.7, ge=0, le=1e6, description="weight of false negatives FN = T - I; in [0, 1e6]")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to numerator and denominator; >= 0 and finite; <= 1e6 (larger gives about 0 for any input)")
 
     @model_validator(mode="after")
     def _not_both_zero(self) -> "TverskyParams":
