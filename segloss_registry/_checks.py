@@ -106,7 +106,7 @@ def _where(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _bad_values(bad: Tensor, values: Tensor) -> list[Any]:
-    vals = sorted(set(values[bad].unique()[:8].tolist()))
+    vals = sorted(set(torch.unique(values[bad])[:8].tolist()))
     return [int(v) if isinstance(v, float) and v.is_integer() and not values.is_floating_point() else v for v in vals]
 
 
@@ -223,7 +223,7 @@ class PendingCheck:
         if counts.is_cuda:
             host = torch.empty(counts.shape, dtype=counts.dtype, pin_memory=True)
             host.copy_(counts, non_blocking=True)
-            event = torch.cuda.Event()
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call, unused-ignore]
             event.record()
             return PendingCheck(step, host, event, mode, shapes)
         return PendingCheck(step, counts, None, mode, shapes)

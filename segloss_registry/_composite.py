@@ -134,7 +134,7 @@ class CompositeLoss(nn.Module):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
+        super().__setstate__(state)  # type: ignore[no-untyped-call, unused-ignore]
         self._reset_runtime()
 
     # -- the computation (what torch.compile traces) --------------------------------------
@@ -258,7 +258,10 @@ class CompositeLoss(nn.Module):
                 f"{self.options.mode}: level_weights applies to a list of logits (deep supervision); "
                 f"got one tensor {tuple(getattr(logits, 'shape', ()))}"
             )
-        logits, target, mask = _plain_tensor(logits), _plain_tensor(target), _plain_tensor(mask)
+        return self._forward_one(_plain_tensor(logits), _plain_tensor(target), return_terms, _plain_tensor(mask))
+
+    def _forward_one(self, logits: Tensor, target: Tensor, return_terms: bool,
+                     mask: Tensor | None) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         outer = _compile.is_compiling()
         if not outer:
             self._calls += 1
@@ -615,11 +618,11 @@ def _apply_params(
             )
             continue
         try:
-            p = validate_params(key, r.info.params, vals, mode)
+            validated = validate_params(key, r.info.params, vals, mode)
         except LossConfigError as exc:
             problems.append(str(exc))
             continue
-        terms.append(Term(key, r.info, p, weight))
+        terms.append(Term(key, r.info, validated, weight))
     if problems:
         raise LossConfigError("\n".join(problems))
     return terms

@@ -66,6 +66,8 @@ def describe(info: LossInfo) -> dict[str, Any]:
 
 
 def _field_schema(f: FieldInfo) -> dict[str, Any] | None:
+    if f.annotation is None:
+        return None
     try:
         return TypeAdapter(f.annotation).json_schema()
     except Exception:  # noqa: BLE001

@@ -203,7 +203,7 @@ class _SigmoidStats(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def forward(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override, unused-ignore]
         # in-place on fresh buffers: the same values as the out-of-place formulas, with fewer
         # allocations in eager mode (inductor fuses either form into one loop)
         e = torch.exp(x.abs().neg_())  # exp(-|x|)
@@ -219,7 +219,7 @@ class _SigmoidStats(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # an output no term used gets None, not a tensor of zeros
 
     @staticmethod
-    def backward(ctx: Any, g_p: Tensor | None, g_log_p: Tensor | None,  # type: ignore[override]
+    def backward(ctx: Any, g_p: Tensor | None, g_log_p: Tensor | None,  # type: ignore[override, unused-ignore]
                  g_log1m_p: Tensor | None) -> Tensor | None:
         # g_p p q + g_log_p q - g_log1m_p p, skipping the outputs that no term used
         (p,) = ctx.saved_tensors
@@ -292,7 +292,7 @@ class Inputs:
                     p, log_p = x, _safe_log(x)
                 self._act = (p, log_p, None)
             elif self.from_logits:
-                self._act = _SigmoidStats.apply(x)
+                self._act = _SigmoidStats.apply(x)  # type: ignore[no-untyped-call, unused-ignore]
             else:
                 self._act = (x, _safe_log(x), _safe_log(1 - x))
         return self._act

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -124,7 +125,7 @@ def _n(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-_RULES = {
+_RULES: dict[str, Callable[[dict[str, Any]], str]] = {
     "greater_than_equal": lambda c: f"must be >= {_n(c['ge'])}",
     "greater_than": lambda c: f"must be > {_n(c['gt'])}",
     "less_than_equal": lambda c: f"must be <= {_n(c['le'])}",

@@ -171,7 +171,7 @@ class Registry:
             providers = md.packages_distributions()
         except Exception:  # noqa: BLE001 - broken metadata of some other distribution: skip the ownership check
             providers = {}
-        for ep in sorted(md.entry_points(group=self._group), key=lambda e: (e.name, e.value)):
+        for ep in sorted(md.entry_points(group=self._group or ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
             dist = getattr(ep, "dist", None)
             info = PluginInfo(ep.name, dist.name if dist else None, dist.version if dist else None)
             first = self._plugins.get(ep.name)

@@ -87,7 +87,7 @@ def parse_spec(spec: str) -> list[TermSpec]:
 def _number(node: ast.AST, spec: str = "") -> float | None:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         try:
-            value = float(node.value)
+            value = float(node.value)  # type: ignore[arg-type]  # int or float, checked above
         except OverflowError:  # a 400-digit int
             raise _fail(spec, f"the number {str(node.value)[:20]}... is too large for a weight",
                         getattr(node, "col_offset", None)) from None
@@ -193,7 +193,7 @@ def _term_from_mapping(key: str | None, value: Any, where: str) -> TermSpec:
         w = None if weight is None else float(weight)
     except OverflowError:  # an int beyond float's range
         raise LossConfigError(
-            f"{where}: the weight of '{name}' must be a finite number >= 0 (got an int of {weight.bit_length()} bits)"
+            f"{where}: the weight of '{name}' must be a finite number >= 0 (got an int of {len(str(weight))} digits)"
         ) from None
     return TermSpec(name, w, dict(params))
 

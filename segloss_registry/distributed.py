@@ -74,7 +74,7 @@ class _AllReduceSum(torch.autograd.Function):
     """``y = sum_r x_r`` over the default group; backward ``dx_r = sum_q dy_q`` (the same collective)."""
 
     @staticmethod
-    def forward(x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(x: Tensor) -> Tensor:  # type: ignore[override, unused-ignore]
         return _functional_sum(x)
 
     @staticmethod
@@ -82,7 +82,7 @@ class _AllReduceSum(torch.autograd.Function):
         pass
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override, unused-ignore]
         return _functional_sum(grad)
 
 
@@ -90,7 +90,10 @@ def _functional_sum(x: Tensor) -> Tensor:
     import torch.distributed as dist
     import torch.distributed._functional_collectives as funcol
 
-    return funcol.wait_tensor(funcol.all_reduce(x.contiguous(), "sum", dist.group.WORLD))
+    out: Tensor = funcol.wait_tensor(  # type: ignore[no-untyped-call, unused-ignore]
+        funcol.all_reduce(x.contiguous(), "sum", dist.group.WORLD)  # type: ignore[arg-type, unused-ignore]
+    )
+    return out
 
 
 def all_reduce_sum(x: Tensor) -> Tensor:
@@ -103,7 +106,8 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     require_process_group("all_reduce_sum")
     if world_size() == 1:
         return x
-    return _AllReduceSum.apply(x)
+    out: Tensor = _AllReduceSum.apply(x)  # type: ignore[no-untyped-call, unused-ignore]
+    return out
 
 
 def sync_sum(tensors: tuple[Tensor, ...], sync: str, owner: str = "loss") -> tuple[Tensor, ...]:
@@ -120,5 +124,5 @@ def sync_sum(tensors: tuple[Tensor, ...], sync: str, owner: str = "loss") -> tup
     if world_size() == 1:
         return tensors
     flat = torch.cat([t.reshape(-1) for t in tensors])
-    summed = _AllReduceSum.apply(flat)
-    return tuple(s.view_as(t) for s, t in zip(summed.split([t.numel() for t in tensors]), tensors))
+    summed: Tensor = _AllReduceSum.apply(flat)  # type: ignore[no-untyped-call, unused-ignore]
+    return tuple(s.view_as(t) for s, t in zip(torch.split(summed, [t.numel() for t in tensors]), tensors))

@@ -92,7 +92,8 @@ def test_compiled_graphs_hold_one_sigmoid_pass_forward_and_none_backward():
         fn = torch.compile(crit._compute, backend=backend, fullgraph=True)
         x = torch.randn(2, 1, 8, 8, requires_grad=True)
         t = (torch.rand(2, 1, 8, 8) > 0.5).float()
-        total, _ = fn(x, t, False)
+        w = torch.ones(len(crit.terms))
+        total, _, _ = fn(x, t, None, w, False, False, False, False)
         total.backward()
         results[spec] = (_transcendental(graphs["fw"]), _transcendental(graphs["bw"]))
     assert results["bce"][0] == {"exp": 1, "log1p": 1}
