@@ -22,6 +22,7 @@ NaN exactly when an input is (see ``CompositeLoss``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,34 @@ def value_counts(logits: Tensor, target: Tensor, mask: Tensor | None, mode: str,
             m = mask.detach()
             counts["mask"] = (~torch.isfinite(m) | (m < 0)).sum() if m.is_floating_point() else (m < 0).sum()
         return torch.stack([counts[k] for k in CHECKS])
+
+
+def quick_check(logits: Tensor, target: Tensor, mask: Tensor | None, opts: Any) -> bool:
+    """True when the inputs are surely fine, from three reductions and one small read-back.
+
+    The everyday path of the CPU's every-call checks: finite sum of the logits, and the target's
+    min and max in range. False means "look closer" (``value_counts`` then says what is wrong, or
+    that nothing is: a finite sum can overflow). Cases it does not cover return False.
+    """
+    if mask is not None or not opts.from_logits or opts.ignore_index is not None or logits.device.type == "meta":
+        return False
+    ids = _ids_form(logits, target, opts.mode)
+    if ids and target.is_floating_point():
+        return False
+    with torch.no_grad():
+        t = widen(target.detach())
+        lo, hi = torch.aminmax(t if t.is_floating_point() or t.dtype == torch.int64 else t.to(torch.int64))
+        s = logits.detach().sum(dtype=torch.float64) if logits.dtype != torch.float64 else logits.detach().sum()
+        parts = [s, lo.to(torch.float64), hi.to(torch.float64)]
+        if t.is_floating_point():
+            parts.append(t.sum(dtype=torch.float64))
+        vals = torch.stack(parts).tolist()
+    if not all(math.isfinite(v) for v in vals):
+        return False
+    upper = logits.shape[1] - 1 if ids else 1
+    if vals[1] < 0 or vals[2] > upper:
+        return False
+    return not (opts.mode == "multiclass" and not ids)  # one-hot sums: the full check
 
 
 def _where(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:

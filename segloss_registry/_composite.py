@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import itertools
 import math
 import warnings
@@ -14,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _compile
-from ._checks import PendingCheck, raise_for_counts, value_counts
+from ._checks import PendingCheck, quick_check, raise_for_counts, value_counts
 from ._errors import InputError, LossConfigError, PluginError, SeglossError, did_you_mean
 from ._inputs import InputOptions, Inputs, check_inputs, compact_ids, no_autocast, normalise
 from ._options import OPTION_NAMES, CheckInputs, CompileMode, LossOptions, Mode, plain
@@ -302,16 +304,17 @@ class CompositeLoss(nn.Module):
         labels = _compile.profiler_active()
         counts: Tensor | None = None
         if self.uses_compile(logits.device) and self._input_kind(logits, target, mask) not in self._eager_inputs:
-            with torch.profiler.record_function(f"segloss/compiled[{self.spec}]"):
+            with _label(labels, f"segloss/compiled[{self.spec}]"):
                 total, stacked, counts = self._run_compiled(logits, target, mask, weights, policy)
         else:
-            if policy != "off":  # before the computation: a bad batch is an InputError, not a crash inside a term
+            if policy == "now":  # before the computation: a bad batch is an InputError, not a crash inside a term
+                if not quick_check(logits, target, mask, self.options):
+                    self._raise_now(value_counts(logits, target, mask, self.options.mode, self.options.from_logits,
+                                                 self.options.ignore_index), logits, target)
+            elif policy == "later":
                 counts = value_counts(logits, target, mask, self.options.mode, self.options.from_logits,
                                       self.options.ignore_index)
-                if policy == "now":
-                    self._raise_now(counts, logits, target)
-                    counts = None
-            with torch.profiler.record_function(f"segloss/eager[{self.spec}]"):
+            with _label(labels, f"segloss/eager[{self.spec}]"):
                 total, stacked, _ = self._compute(logits, target, mask, weights, labels, policy != "now", True, False)
         if counts is not None:
             if policy == "now":
@@ -423,7 +426,11 @@ class CompositeLoss(nn.Module):
     @property
     def spec(self) -> str:
         """The loss as a spec string that ``build_loss`` parses back."""
-        return " + ".join(t.spec() for t in self.terms)
+        cached = self.__dict__.get("_spec_text")
+        if cached is None or cached[0] is not self.terms:
+            cached = (self.terms, " + ".join(t.spec() for t in self.terms))
+            self.__dict__["_spec_text"] = cached
+        return cached[1]
 
     def config(self) -> dict[str, Any]:
         """A JSON-able description; ``build_loss(criterion.config())`` rebuilds this loss."""
@@ -442,6 +449,11 @@ class CompositeLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.spec!r}, mode={self.options.mode!r}, compile={self.settings.compile!r}"
+
+
+def _label(on: bool, name: str) -> Any:
+    """A profiler label while a profiler records; nothing otherwise (labels cost microseconds)."""
+    return torch.profiler.record_function(name) if on else contextlib.nullcontext()
 
 
 def _dtype(logits: Tensor) -> torch.dtype:

@@ -329,6 +329,12 @@ class Inputs:
                 self._bce = -(t * self.log_prob + (1 - t) * self.log1m_prob)
         return self._bce
 
+    @property
+    def bce(self) -> Tensor:
+        """``bce_elements()`` as a property, like ``prob`` and ``log_prob`` (the method stays for
+        plugins written against it)."""
+        return self.bce_elements()
+
     def masked(self, x: Tensor) -> Tensor:
         """``x * mask`` (ignored pixels zeroed), or ``x`` when nothing is ignored."""
         return x if self.mask is None else x * self.mask
