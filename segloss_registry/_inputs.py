@@ -375,8 +375,11 @@ class Inputs:
             else:
                 p = self.masked(self.prob)
                 t = self.target  # already 0 where ignored
+                # I = sum(min(p, t)): p t on 0/1 targets; on soft targets the soft-label intersection
+                # of Wang & Blaschko 2023 (MONAI's soft_label=True), whose minimum is at p = t
+                inter = torch.minimum(p, t if self.binary_mask else self.masked(t)) if not self.hard else p * t
                 local = (
-                    self.class_sums(p * t, per_image),
+                    self.class_sums(inter, per_image),
                     self.class_sums(p, per_image),
                     self.class_sums(t if self.binary_mask else self.masked(t), per_image),
                 )

@@ -303,6 +303,9 @@ class Registry:
                 self._pm.unregister(name=name)
             self._plugins.pop(name, None)
             self._losses.pop(name, None)
+            for info in self._plugins.values():  # ambiguities that involved it are gone with it
+                info.problems = [m for m in info.problems if "the short name is ambiguous" not in m]
+            self._report_ambiguities()
 
     @contextmanager
     def plugin(self, obj: object, name: str) -> Iterator[PluginInfo]:

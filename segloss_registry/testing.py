@@ -5,7 +5,8 @@ Two ways to use it::
     from segloss_registry.testing import check_loss, conformance_cases
 
     def test_my_loss_conforms():
-        check_loss("my_loss")                 # every check; one AssertionError listing all failures
+        report = check_loss("my_loss")        # every check; one AssertionError listing all failures
+        print(report)                         # what was checked, per check, mode and dimensionality
 
     @pytest.mark.parametrize("case", conformance_cases("my_loss"))
     def test_my_loss(case):                   # one pytest item per check, mode and dimensionality
@@ -40,6 +41,9 @@ The checks (``CHECKS``), on small random inputs (N = 2; C = 1 binary, 3 otherwis
     of the same (rounded) inputs within 1e-3 absolute/relative with a finite gradient of the
     input's dtype, and a float32 call under ``torch.autocast`` (bfloat16) gives the float32 value.
 
+``check_loss`` returns a ``ConformanceReport`` (every case run, passed or not, and what was
+left out); ``print(report)`` gives the summary that ``segloss plugins --check`` prints, which
+runs this same kit over the losses of installed plugins (``check_plugin``).
 ``compile=False`` leaves the compiled check out (a machine without a C++ compiler).
 ``registered_plugin(obj, name)`` registers a plugin object for the duration of a ``with``
 block, for testing a plugin before it is installed.
@@ -48,6 +52,7 @@ block, for testing a plugin before it is installed.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -58,14 +63,18 @@ import torch
 from torch import Tensor
 
 from ._composite import CompileWarning, CompositeLoss, build_loss
-from ._errors import LossConfigError
+from ._errors import LossConfigError, PluginError
 from ._registry import LossInfo, PluginInfo, Registry, get_registry
 
 __all__ = [
     "CHECKS",
     "IGNORE_INDEX",
+    "CaseResult",
     "ConformanceCase",
+    "ConformanceError",
+    "ConformanceReport",
     "check_loss",
+    "check_plugin",
     "conformance_cases",
     "iter_cases",
     "make_inputs",
@@ -369,7 +378,10 @@ class ConformanceCase:
     def __call__(self) -> None:
         info = _resolve(self.loss, self.registry)
         kwargs: dict[str, Any] = {} if self.mode is None else {"mode": self.mode, "dim": self.dim}
-        _CHECK_FNS[self.check](self.loss, info, self.params, self.registry, **kwargs)
+        try:
+            _CHECK_FNS[self.check](self.loss, info, self.params, self.registry, **kwargs)
+        except PluginError as exc:  # the core's own check of the loss's output (shape, dtype, device, in place)
+            raise AssertionError(f"{_tag(info, self.check, self.mode, self.dim)}: {exc}") from exc
 
 
 def iter_cases(
@@ -425,6 +437,114 @@ def conformance_cases(name: str, **options: Any) -> list[Any]:
     return out
 
 
+@dataclass(frozen=True)
+class CaseResult:
+    """The outcome of one conformance case."""
+
+    id: str
+    check: str
+    mode: str | None
+    dim: int | None
+    passed: bool
+    message: str = ""  # the AssertionError's text when it failed
+    seconds: float = 0.0
+
+    @property
+    def where(self) -> str:
+        """``binary 2D``, ``multiclass``, or '' for checks that do not depend on the mode."""
+        if self.mode is None:
+            return ""
+        return self.mode if self.dim is None else f"{self.mode} {self.dim}D"
+
+
+@dataclass
+class ConformanceReport:
+    """What ``check_loss`` checked for one loss, and what passed.
+
+    ``results`` holds one ``CaseResult`` per case in the order run; ``left_out`` names the checks
+    not run and why (``compile=False``, a ``checks=`` subset). ``print(report)`` gives the summary.
+    """
+
+    loss: str
+    qualified_name: str
+    results: list[CaseResult]
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[CaseResult]:
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def checked(self) -> dict[str, list[str]]:
+        """Check name -> where it ran (``["binary 1D", "binary 2D", ...]``, ``[""]`` for mode-free checks)."""
+        out: dict[str, list[str]] = {}
+        for r in self.results:
+            out.setdefault(r.check, []).append(r.where)
+        return out
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def summary(self) -> str:
+        """One line: ``dice: 20 of 20 conformance checks passed in 3.1 s``."""
+        n, bad = len(self.results), len(self.failures)
+        state = f"{n} of {n} conformance checks passed" if not bad else f"{bad} of {n} conformance checks FAILED"
+        return f"{self.qualified_name}: {state} in {self.seconds:.1f} s"
+
+    def format(self) -> str:
+        """The summary line, then one line per check (where it ran), each failure's message, and what was left out."""
+        lines = [self.summary()]
+        for check, wheres in self.checked.items():
+            rows = [r for r in self.results if r.check == check]
+            ok = all(r.passed for r in rows)
+            places = ", ".join(w for w in wheres if w) or "once"
+            lines.append(f"  {'ok  ' if ok else 'FAIL'} {check:<13} {places}")
+            for r in rows:
+                if not r.passed:
+                    lines.append(f"       {r.message}")
+        for check, why in self.left_out.items():
+            lines.append(f"  --   {check:<13} not run: {why}")
+        return "\n".join(lines)
+
+    __str__ = format
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss,
+            "qualified_name": self.qualified_name,
+            "passed": self.passed,
+            "results": [dict(r.__dict__, where=r.where) for r in self.results],
+            "left_out": dict(self.left_out),
+            "seconds": self.seconds,
+        }
+
+    def raise_if_failed(self) -> ConformanceReport:
+        """Raise ``ConformanceError`` (an ``AssertionError``) listing every failure; return self otherwise."""
+        if self.failures:
+            raise ConformanceError(self)
+        return self
+
+
+class ConformanceError(AssertionError):
+    """``check_loss`` found failures; ``.report`` is the whole ``ConformanceReport``."""
+
+    def __init__(self, report: ConformanceReport) -> None:
+        self.report = report
+        bad = report.failures
+        super().__init__(
+            f"{report.loss}: {len(bad)} of {len(report.results)} conformance checks failed:\n  "
+            + "\n  ".join(r.message for r in bad)
+        )
+
+
 def check_loss(
     name: str,
     *,
@@ -433,24 +553,46 @@ def check_loss(
     compile: bool = True,
     compile_all: bool = False,
     registry: Registry | None = None,
-) -> None:
-    """Run the conformance checks on loss ``name`` (a name, alias or ``plugin:name``).
+    raise_on_failure: bool = True,
+) -> ConformanceReport:
+    """Run the conformance checks on loss ``name`` (a name, alias or ``plugin:name``); return the report.
 
     ``params``: non-default parameters to check with. ``checks``: a subset of ``CHECKS``.
     ``compile=False`` skips the compiled check; ``compile_all=True`` compiles every declared
-    mode and dimensionality instead of one. Raises one ``AssertionError`` listing every
-    failed check.
+    mode and dimensionality instead of one. With ``raise_on_failure`` (the default, for use in
+    tests) any failure raises one ``ConformanceError`` (an ``AssertionError``) listing every
+    failed check, with the report as ``.report``; otherwise the report is returned either way.
     """
-    failures = []
+    info = _resolve(name, registry)
     cases = list(iter_cases(name, params=params, checks=checks, compile=compile, compile_all=compile_all,
                             registry=registry))
+    results = []
     for c in cases:
+        t0 = time.perf_counter()
         try:
             c()
         except AssertionError as exc:
-            failures.append(str(exc))
-    if failures:
-        raise AssertionError(
-            f"{name}: {len(failures)} of {len(cases)} conformance checks failed:\n  " + "\n  ".join(failures)
-        )
+            results.append(CaseResult(c.id, c.check, c.mode, c.dim, False, str(exc), time.perf_counter() - t0))
+        else:
+            results.append(CaseResult(c.id, c.check, c.mode, c.dim, True, "", time.perf_counter() - t0))
+    left_out = {check: "not among checks=" for check in CHECKS if check not in checks}
+    if "compiled" in checks and not compile:
+        left_out["compiled"] = "compile=False"
+    report = ConformanceReport(name, info.qualified_name, results, left_out)
+    return report.raise_if_failed() if raise_on_failure else report
 
+
+def check_plugin(
+    plugin: str,
+    *,
+    compile: bool = True,
+    compile_all: bool = False,
+    registry: Registry | None = None,
+) -> list[ConformanceReport]:
+    """``check_loss`` (without raising) for every loss that ``plugin`` registers, recipes left out."""
+    reg = registry or get_registry()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        infos = [i for i in reg.all_losses() if i.plugin == plugin and i.recipe is None]
+    return [check_loss(i.qualified_name, compile=compile, compile_all=compile_all, registry=registry,
+                       raise_on_failure=False) for i in sorted(infos, key=lambda i: i.name)]

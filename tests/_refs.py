@@ -22,8 +22,13 @@ def per_class_sums(x: torch.Tensor, per_image: bool) -> torch.Tensor:
     return x.sum(dims)
 
 
+def soft_intersection(p, t):
+    """sum(min(p, t)): p t on 0/1 targets, the soft-label intersection (MONAI soft_label=True) otherwise."""
+    return torch.minimum(p, t)
+
+
 def dice(p, t, smooth=1.0, per_image=False):
-    i = per_class_sums(p * t, per_image)
+    i = per_class_sums(soft_intersection(p, t), per_image)
     ps = per_class_sums(p, per_image)
     ts = per_class_sums(t, per_image)
     d = 1 - (2 * i + smooth) / (ps + ts + smooth)
@@ -31,7 +36,7 @@ def dice(p, t, smooth=1.0, per_image=False):
 
 
 def iou(p, t, smooth=1.0, per_image=False):
-    i = per_class_sums(p * t, per_image)
+    i = per_class_sums(soft_intersection(p, t), per_image)
     u = per_class_sums(p, per_image) + per_class_sums(t, per_image) - i
     return (1 - (i + smooth) / (u + smooth)).mean(-1).mean()
 

@@ -120,7 +120,7 @@ def test_nan_on_an_empty_target_fails_finite() -> None:
 
 def test_a_non_scalar_loss_fails_finite() -> None:
     text = _failures(lambda inp, p: (inp.prob - inp.target) ** 2, ("finite",), modes=("binary",), dims=(2,))
-    assert "expected a 0-dim tensor" in text
+    assert "finite [binary, 2D]" in text and "0-dim tensor" in text  # the kit's or the core's output check
 
 
 def test_a_loss_that_ignores_the_mask_fails_ignore_index() -> None:
@@ -171,3 +171,46 @@ def test_a_params_model_that_ignores_unknown_names_fails_unknown_param() -> None
     text = _failures(lambda inp, p: inp.pixel_mean(inp.prob) * p.scale, ("unknown_param",), Lenient,
                      modes=("binary",), dims=(2,))
     assert "an unknown parameter 'no_such_parameter_xyz' was accepted" in text
+
+
+# -- check_loss returns a report ---------------------------------------------------------------------
+def test_check_loss_returns_a_report_of_what_it_checked() -> None:
+    from segloss_registry.testing import ConformanceReport
+
+    with registered_plugin(_Plugin("kit_probe", _brier, modes=("binary", "multilabel"), dims=(1, 2)), "kit_probe_plugin"):
+        report = check_loss("kit_probe", compile=False)
+        cases = list(iter_cases("kit_probe", compile=False))
+    assert isinstance(report, ConformanceReport) and report.passed and bool(report)
+    assert report.qualified_name == "kit_probe_plugin:kit_probe" and report.failures == []
+    # one result per case, in order: 3 mode-free checks, finite per mode x dim, ignore_index and half per mode
+    assert [r.id for r in report.results] == [c.id for c in cases]
+    assert len(report.results) == 3 + 2 * 2 + 2 + 2
+    assert report.checked["finite"] == ["binary 1D", "binary 2D", "multilabel 1D", "multilabel 2D"]
+    assert report.checked["half"] == ["binary 2D", "multilabel 2D"] and report.checked["schema"] == [""]
+    assert report.left_out == {"compiled": "compile=False"} and "compiled" not in report.checked
+    text = str(report)
+    assert text.splitlines()[0].startswith("kit_probe_plugin:kit_probe: 11 of 11 conformance checks passed in ")
+    assert "  ok   finite        binary 1D, binary 2D, multilabel 1D, multilabel 2D" in text
+    assert "  --   compiled      not run: compile=False" in text
+    d = report.to_dict()
+    assert d["passed"] is True and len(d["results"]) == 11 and d["results"][0]["check"] == "builds"
+
+
+def test_a_failing_loss_gives_a_report_with_the_failures() -> None:
+    from segloss_registry.testing import ConformanceError
+
+    def unmasked(inp: Inputs, params: Any) -> torch.Tensor:
+        return ((inp.prob - inp.target) ** 2).mean()  # ignored pixels are averaged in
+
+    with registered_plugin(_Plugin("kit_probe", unmasked, modes=("binary",), dims=(2,)), "kit_probe_plugin"):
+        report = check_loss("kit_probe", compile=False, raise_on_failure=False)
+        with pytest.raises(ConformanceError) as info:
+            check_loss("kit_probe", checks=("ignore_index", "schema"))
+    assert not report.passed and [r.check for r in report.failures] == ["ignore_index"]
+    assert "changing the logits at ignored pixels changed the loss" in report.failures[0].message
+    assert "1 of 6 conformance checks FAILED" in report.summary()
+    assert "FAIL ignore_index  binary 2D" in str(report)
+    raised = info.value.report
+    assert isinstance(info.value, AssertionError) and [r.check for r in raised.results] == ["ignore_index", "schema"]  # as given
+    assert raised.left_out == {c: "not among checks=" for c in CHECKS if c not in ("ignore_index", "schema")}
+    assert "1 of 2 conformance checks failed" in str(info.value)

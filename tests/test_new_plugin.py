@@ -50,13 +50,67 @@ def test_writes_the_skeleton_with_every_name_filled_in(tmp_path: Path, capsys: p
 
 def test_default_directory_and_name_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    root, _ = write_plugin("Segloss-Edge-Loss")
+    root, _ = write_plugin("edge_loss")
     assert root == tmp_path / "segloss-edge-loss"
     assert (root / "src" / "segloss_edge_loss" / "__init__.py").exists()
     assert names_for("edge2")["__PARAMS__"] == "Edge2Params"
     for bad in ("9lives", "my loss", "", "a.b", "trailing_"):
         with pytest.raises(SeglossError, match="is not a loss name"):
             names_for(bad)
+
+
+@pytest.mark.parametrize(("given", "suggested"), [
+    ("Bad-Name", "bad_name"), ("Segloss-Edge-Loss", "edge_loss"), ("segloss_edge", "edge"), ("my loss", "my_loss"),
+])
+def test_a_name_that_is_not_valid_is_refused_never_renamed(
+    given: str, suggested: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SeglossError, match=f"did you mean '{suggested}'") as info:
+        names_for(given)
+    assert f"{given!r} is not a loss name" in str(info.value)
+    assert main(["new-plugin", given, str(tmp_path / "pkg")]) == 1
+    assert f"did you mean '{suggested}'?" in capsys.readouterr().err
+    assert not (tmp_path / "pkg").exists()  # nothing written under any name
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("dice", "'dice' is a loss already registered by segloss_dice"),
+    ("dice", "the module 'segloss_dice' is already importable"),
+    ("jaccard", "'jaccard' is a loss already registered by segloss_iou"),  # an alias
+    ("iou", "'segloss_iou' is already a segloss plugin"),
+])
+def test_a_name_that_collides_with_an_installed_loss_or_module_is_refused(
+    name: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["new-plugin", name, str(tmp_path / "pkg")]) == 1
+    err = capsys.readouterr().err
+    assert f"SeglossError: new-plugin: cannot use the name '{name}': " in err and why in err
+    assert f"e.g. '{name}_v2'" in err
+    assert not (tmp_path / "pkg").exists()
+    with pytest.raises(SeglossError, match="cannot use the name"):
+        write_plugin(name, tmp_path / "pkg2")
+
+
+def test_an_importable_module_of_the_package_name_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "segloss_zz_taken.py").write_text("VALUE = 1\n")  # no loss, no plugin: only the module name
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SeglossError) as info:
+        write_plugin("zz_taken", tmp_path / "pkg")
+    text = str(info.value)
+    assert "the module 'segloss_zz_taken' is already importable" in text and "segloss_zz_taken.py" in text
+    assert "would shadow" in text
+    assert write_plugin("zz_free", tmp_path / "pkg3")[0] == tmp_path / "pkg3"
+
+
+def test_the_skeleton_says_its_formula_is_a_placeholder(tmp_path: Path) -> None:
+    root, _ = write_plugin("weighted_bce", tmp_path / "pkg")
+    readme = (root / "README.md").read_text()
+    section = readme.split("## The loss", 1)[1].split("## Develop", 1)[0]
+    assert "**Placeholder formula.**" in section and "it is *not* a weighted_bce loss yet" in section
+    assert section.index("Placeholder") < section.index("|p - t|^q")  # the warning comes before the formula
+    code = (root / "src" / "segloss_weighted_bce" / "__init__.py").read_text()
+    assert "PLACEHOLDER" in code.split("\n", 1)[0]
+    assert 'summary="PLACEHOLDER formula of a new plugin' in code
 
 
 def test_refuses_a_non_empty_directory_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,13 +121,6 @@ def test_refuses_a_non_empty_directory_unless_forced(tmp_path: Path, capsys: pyt
     assert (tmp_path / "keep.txt").read_text() == "mine" and (tmp_path / "pyproject.toml").exists()
     assert main(["new-plugin", "no good", str(tmp_path / "x")]) == 1
     assert "SeglossError: new-plugin: 'no good' is not a loss name" in capsys.readouterr().err
-
-
-def test_notes_a_name_that_is_already_taken(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["new-plugin", "dice", str(tmp_path / "d")]) == 0
-    assert "'dice' is also registered by segloss_dice" in capsys.readouterr().out
-    # its tests use the qualified name, so they work next to the built-in dice
-    assert 'NAME = "segloss_dice:dice"' in (tmp_path / "d" / "tests" / "test_dice.py").read_text()
 
 
 @pytest.mark.slow

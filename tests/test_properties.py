@@ -23,8 +23,10 @@ BOUNDED = [n for n in ("dice", "iou", "tversky") if n in LOSSES]
 # extended-boundary matching are regularisers whose minimum need not be the target itself)
 MIN_AT_PERFECT = [n for n in ("dice", "iou", "tversky", "bce", "ce", "focal", "generalized_dice", "mcc",
                               "log_cosh_dice", "focal_tversky", "lovasz") if n in LOSSES]
-# parameters that make a loss treat every class alike (focal's alpha weighs background 1 - alpha)
-SYMMETRIC = {"focal": {"alpha": None}}
+# parameters that make a loss treat every class alike (focal's alpha weighs background 1 - alpha; the default
+# weighting of wasserstein_dice and the asymmetry of unified_focal single out class 0 too)
+SYMMETRIC = {"focal": {"alpha": None}, "wasserstein_dice": {"weighting_mode": "GDL"},
+             "unified_focal": {"gamma": 0.0, "delta": 0.5}}
 
 
 @st.composite

@@ -103,7 +103,7 @@ def test_recipe_expands_into_its_terms():
 def test_describe_loss_gives_types_defaults_rules_and_schema():
     d = sr.describe_loss("focal")
     assert d["parameters"]["gamma"]["default"] == 2.0
-    assert d["parameters"]["gamma"]["rules"] == {"minimum": 0}
+    assert d["parameters"]["gamma"]["rules"] == {"minimum": 0, "maximum": 100}
     assert d["parameters"]["alpha"]["rules"] == {"minimum": 0, "maximum": 1}
     assert d["schema"]["additionalProperties"] is False
     assert sr.describe_loss("dice_bce")["recipe"] == "bce+dice"

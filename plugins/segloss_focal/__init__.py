@@ -3,35 +3,88 @@
 Binary and multilabel (sigmoid per element)::
 
     FL = mean(alpha_t * (1 - p_t)^gamma * BCE),   p_t = p t + (1 - p)(1 - t),
-    alpha_t = alpha t + (1 - alpha)(1 - t)        (alpha = None: alpha_t = 1)
+    alpha_t = a_c t + (1 - a_c)(1 - t)            (alpha = None: alpha_t = 1)
 
 Multiclass (softmax), per pixel summed over classes, then the mean over pixels::
 
-    FL = mean_pixels(-sum_c a_c t_c (1 - p_c)^gamma log p_c),  a_0 = 1 - alpha, a_c = alpha (c > 0)
+    FL = mean_pixels(-sum_c a_c t_c (1 - p_c)^gamma log p_c)
 
-The multiclass alpha convention is MONAI's (background weighted 1 - alpha); MONAI then also
-averages over the class axis, so its value is this one divided by C. Not the seed's formula,
-which applied the focal term to the batch-mean BCE and so focused on nothing.
+``alpha`` is one number or a list of one value per class (the length is checked against C at
+call time; binary mode: a list of one):
+
+- a scalar ``alpha``: sigmoid modes ``a_c = alpha`` for every channel; multiclass
+  ``a_0 = 1 - alpha`` (background), ``a_c = alpha`` for c > 0 (MONAI's convention);
+- a list ``[a_0, ..., a_{C-1}]``: sigmoid modes weigh the positives of channel c by ``a_c``
+  and its negatives by ``1 - a_c`` (the scalar rule per channel, so ``[alpha] * C`` is the
+  scalar ``alpha``); multiclass weighs class c by ``a_c`` (as MONAI's
+  ``FocalLoss(alpha=[...], use_softmax=True)``; ``[1 - alpha, alpha, ...]`` is the scalar).
+
+MONAI's multiclass value averages over the class axis too, so it is this one divided by C.
+MONAI's sigmoid list form weighs negatives by 1 instead of ``1 - a_c``. Not the seed's
+formula, which applied the focal term to the batch-mean BCE and so focused on nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Annotated, Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl
+from segloss_registry import (
+    InputError,
+    Inputs,
+    LossParams,
+    functional_loss,
+    hookimpl,
+    per_class,
+)
 
 __all__ = ["FocalParams", "focal", "focal_loss"]
 
 MODES = ("binary", "multiclass", "multilabel")
 
 
+def _alpha_rule(v: Any) -> str | None:
+    """The rule a number for alpha breaks, or None (non-numbers are left to pydantic's type check)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if not math.isfinite(v):
+        return "must be finite"
+    if v < 0:
+        return "must be >= 0"
+    if v > 1:
+        return "must be <= 1"
+    return None
+
+
+_Unit = Annotated[float, Field(ge=0, le=1)]
+
+
 class FocalParams(LossParams):
-    alpha: float | None = Field(0.25, ge=0, le=1, description="weight of positives in [0, 1]; None disables weighting")
-    gamma: float = Field(2.0, ge=0, description="focusing exponent, >= 0 (0 gives weighted BCE/CE)")
+    alpha: _Unit | list[_Unit] | None = Field(
+        0.25,
+        description="weight of positives in [0, 1]: one value, or a list of one per class "
+        "(multiclass: the weight of each class); None disables weighting",
+        json_schema_extra=per_class(),
+    )
+    gamma: float = Field(2.0, ge=0, le=100, description="focusing exponent in [0, 100] (0 gives weighted BCE/CE)")
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _alpha_ok(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            if not v:
+                raise ValueError("alpha must be a number in [0, 1], a non-empty list of one per class, or None (got [])")
+            if any(_alpha_rule(a) is not None for a in v):
+                raise ValueError(f"alpha must hold finite values in [0, 1], one per class (got {list(v)!r})")
+            return list(v)
+        rule = _alpha_rule(v)
+        if rule is not None:
+            raise ValueError(f"alpha {rule} (got {v!r})")
+        return v
 
 
 def _modulator(one_minus_pt: Tensor, gamma: float) -> Tensor:
@@ -42,23 +95,36 @@ def _modulator(one_minus_pt: Tensor, gamma: float) -> Tensor:
     return base**gamma
 
 
+def _class_view(values: list[float], t: Tensor) -> Tensor:
+    """A per-class list as a (1, C, 1, ...) tensor broadcasting against ``t`` (N, C, *S)."""
+    return torch.tensor(values, dtype=t.dtype, device=t.device).view(1, -1, *([1] * (t.dim() - 2)))
+
+
 def focal(inp: Inputs, params: FocalParams) -> Tensor:
     """Focal loss from normalised inputs; a 0-dim tensor."""
     t, p, gamma, alpha = inp.target, inp.prob, params.gamma, params.alpha
+    C = inp.num_classes
+    if isinstance(alpha, list) and len(alpha) != C:
+        raise InputError(
+            f"{inp.mode}: focal: alpha has {len(alpha)} entries but the logits {tuple(inp.logits.shape)} "
+            f"have C = {C}; give one per class"
+        )
     if inp.mode == "multiclass":
         loss = -(t * inp.log_prob)
         if gamma > 0:
             loss = loss * _modulator(1 - p, gamma)
         if alpha is not None:
-            C = inp.num_classes
-            a = torch.tensor([1 - alpha] + [alpha] * (C - 1), dtype=t.dtype, device=t.device)
-            loss = loss * a.view(1, C, *([1] * (t.dim() - 2)))
+            weights = alpha if isinstance(alpha, list) else [1 - alpha] + [alpha] * (C - 1)
+            loss = loss * _class_view(weights, t)
         return inp.pixel_mean(loss.sum(1, keepdim=True))
     loss = inp.bce_elements()  # -(t log p + (1 - t) log(1 - p)), shared with bce
     if gamma > 0:
         one_minus_pt = torch.addcmul(t, p, 1 - 2 * t)  # 1 - p_t = p + t - 2 p t
         loss = loss * _modulator(one_minus_pt, gamma)
-    if alpha is not None:
+    if isinstance(alpha, list):
+        a = _class_view(alpha, t)
+        loss = loss * (t * (2 * a - 1) + (1 - a))  # a_c t + (1 - a_c)(1 - t), per channel
+    elif alpha is not None:
         loss = loss * (t * (2 * alpha - 1) + (1 - alpha))  # alpha_t = alpha t + (1 - alpha)(1 - t)
     return inp.pixel_mean(loss)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -22,7 +23,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1 ...")
     p.add_argument("--steps", type=int, default=None, help="timed steps per candidate (default 20)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps before timing (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--threads", default="auto",
+                   help="torch threads: 'auto' (default) times a few eager steps of the spec with one thread and "
+                        "with one per core, now, and keeps the faster (small inputs and busy machines favour 1); "
+                        "N sets N")
     p.add_argument("--also", action="append", default=[], metavar="SPEC",
                    help="another spec to time beside it (repeatable), e.g. --also bce")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
@@ -35,6 +39,37 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def choose_bench_threads(spec: str, mode: str, shape: Sequence[int], dtype: str, device: str,
+                         loss_kwargs: dict[str, Any], rounds: int = 7) -> tuple[int, str]:
+    """``--threads auto``: time eager forward+backward steps of ``spec`` on the benchmark's inputs with
+    one thread and with one per core, alternating, and keep the faster median.
+
+    Measured, not guessed from the load average: whether a second thread pays depends on the
+    input size (below torch's grain size of 32768 elements an elementwise kernel runs on one
+    thread anyway, and the threads only synchronise) and on whether other processes hold the
+    cores right now (``demo.train.faster_threads``). On an accelerator, or with one core, one
+    per core.
+    """
+    import torch
+
+    from .. import build_loss
+    from ..bench import make_inputs
+    from ..demo.train import available_cores, faster_threads, probe_note
+
+    cores = min(available_cores(), torch.get_num_threads())
+    if cores <= 1 or torch.device(device).type != "cpu":
+        return cores, f"one per core ({cores})"
+    logits, target = make_inputs(mode, shape, dtype, device)
+    criterion = build_loss(spec, mode=mode, compile=False, **loss_kwargs)
+
+    def step() -> None:
+        logits.grad = None
+        criterion(logits, target).backward()
+
+    best, med = faster_threads(step, cores, rounds)
+    return best, probe_note(best, med, f"eager {spec} forward+backward")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -45,8 +80,14 @@ def run(args: argparse.Namespace) -> int:
     base = load_scenario(path) if path else Scenario(name="cli", spec=args.spec, shape=(8, 1, 512, 512))
     sc = base.with_overrides(mode=args.mode, shape=parse_shape(args.shape) if args.shape else None,
                              dtype=args.dtype, device=args.device, steps=args.steps, warmup=args.warmup)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    from .demo import parse_threads
+
+    threads = parse_threads(args.threads, "bench")
+    if threads == "auto":
+        n, note = choose_bench_threads(sc.spec, sc.mode, sc.shape, sc.dtype, sc.device, sc.loss_kwargs)
+    else:
+        n, note = int(threads), "--threads"
+    torch.set_num_threads(n)
     cfg = BenchConfig(
         spec=sc.spec, mode=sc.mode, shape=sc.shape, dtype=sc.dtype, device=sc.device, steps=sc.steps,
         warmup=sc.warmup, peers=args.peers, also=tuple(args.also), eager=args.eager, compiled=args.compiled,
@@ -57,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  {msg}", file=sys.stderr, flush=True)
 
+    log(f"threads: {n} ({note})")
     report = run_benchmark(cfg, log=log)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), "threads_chosen_by": note}, indent=2))
     elif args.markdown:
         print(report.format_markdown())
     else:

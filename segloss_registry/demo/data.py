@@ -1,12 +1,18 @@
-"""A synthetic segmentation data set made in code: shapes on noisy, textured backgrounds.
+"""Synthetic segmentation data sets made in code: nothing is downloaded.
 
-Each sample is an RGB image (3,H,W) in [0,1] with 1 to 3 shapes (disc, rectangle, triangle)
-drawn at random positions, sizes, angles and colours over a low-frequency textured, noisy
-background. Labels:
+Tasks ``binary`` and ``multiclass``: each sample is an RGB image (3,H,W) in [0,1] with 1 to 3
+shapes (disc, rectangle, triangle) drawn at random positions, sizes, angles and colours over a
+low-frequency textured, noisy background. Labels:
 
 - ``binary``: (1,H,W) float {0,1}, 1 where any shape is;
 - ``multiclass``: (H,W) int64 class ids, 0 background, 1 disc, 2 rectangle, 3 triangle
   (a later shape covers an earlier one).
+
+Task ``thin``: thin and tiny structures under heavy class imbalance, where the choice of loss
+shows. Each image holds 1 to 3 thin curves (quadratic Bezier curves about 1 to 1.7 pixels
+wide, like vessels or cracks) and 0 to 5 tiny dots (radius 0.7 to 1.5 pixels), painted 0.06
+to 0.12 brighter than a textured background under noise of standard deviation 0.10; about 3 %
+of the pixels are foreground (``make_thin_samples``). Labels as ``binary``: (1,H,W) float {0,1}.
 
 Sample ``i`` of seed ``s`` is drawn from its own generator seeded by ``(s, i)``, so a sample never
 depends on how many others were made; the train split is indices ``[0, n_train)`` and the
@@ -26,10 +32,12 @@ from torch import Tensor
 
 from .._errors import SeglossError
 
-__all__ = ["CLASSES", "TASKS", "SegData", "make_samples", "make_split", "make_splits"]
+__all__ = ["CLASSES", "TASKS", "SegData", "make_samples", "make_thin_samples", "make_split", "make_splits"]
 
 CLASSES = ("background", "disc", "rectangle", "triangle")
-TASKS = ("binary", "multiclass")
+TASKS = ("binary", "multiclass", "thin")
+THIN_CURVES = (1, 3)  # curves per thin image (inclusive)
+THIN_DOTS = (0, 5)  # dots per thin image (inclusive)
 _SEED_STRIDE = 1_000_003  # a prime: (seed, index) pairs map to distinct generator seeds
 _SLOTS = 3  # at most this many shapes per image
 _GRATINGS = 3  # sine gratings per texture
@@ -37,7 +45,7 @@ _GRATINGS = 3  # sine gratings per texture
 
 @dataclass(frozen=True)
 class SegData:
-    """Images (N,3,H,W) float32 in [0,1]; targets (N,1,H,W) float (binary) or (N,H,W) int64 (multiclass)."""
+    """Images (N,3,H,W) float32 in [0,1]; targets (N,1,H,W) float (binary, thin) or (N,H,W) int64 (multiclass)."""
 
     images: Tensor
     targets: Tensor
@@ -45,8 +53,8 @@ class SegData:
 
     @property
     def num_classes(self) -> int:
-        """Channels of the model's logits: 1 for binary, 4 for multiclass."""
-        return 1 if self.task == "binary" else len(CLASSES)
+        """Channels of the model's logits: 1 for binary and thin, 4 for multiclass."""
+        return len(CLASSES) if self.task == "multiclass" else 1
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -130,11 +138,81 @@ def make_samples(seed: int, indices: Sequence[int], size: int = 64) -> tuple[Ten
     return (image + 0.10 * noise).clamp(0, 1), labels
 
 
+def _thin_params(seed: int, index: int, size: int) -> dict[str, list[float]]:
+    """The random parameters of one thin-structure sample, from its own generator ``(seed, index)``."""
+    rng = random.Random(seed * _SEED_STRIDE + index + 7 * _SEED_STRIDE**2)  # other streams than the shapes'
+    u = rng.random
+    p: dict[str, list[float]] = {
+        "bg": [0.30 + 0.15 * u() + 0.04 * (u() - 0.5) for _ in range(3)],
+        "bg_tex": [v for _ in range(_GRATINGS) for v in (u() * math.pi, 0.5 + 2.5 * u(), u() * 2 * math.pi)],
+        "noise_seed": [float(rng.getrandbits(52))],
+        "contrast": [0.06 + 0.06 * u()],  # structures this much brighter than the background, at noise 0.10
+    }
+    n_curves = rng.randint(*THIN_CURVES)
+    for k in range(THIN_CURVES[1]):
+        # a quadratic Bezier curve: two end points anywhere, a control point that bends it
+        p[f"c{k}"] = [1.0 if k < n_curves else 0.0, *(size * u() for _ in range(6)), 0.45 + 0.4 * u()]  # half-width
+    n_dots = rng.randint(*THIN_DOTS)
+    for k in range(THIN_DOTS[1]):
+        p[f"d{k}"] = [1.0 if k < n_dots else 0.0, 2 + (size - 4) * u(), 2 + (size - 4) * u(), 0.7 + 0.8 * u()]
+    return p
+
+
+def _curve_masks(c: Tensor, size: int) -> Tensor:
+    """Boolean masks (N,H,W) of one curve slot from its (N, 8) parameters (a curve with flag 0 gives none).
+
+    A pixel is on the curve when its centre lies within the half-width of one of ``4 * size``
+    points spread evenly in the curve's parameter (spacing under 0.8 pixels for any curve
+    inside the image), which draws the curve as a stroke of that width.
+    """
+    n = c.shape[0]
+    on, x0, y0, x1, y1, x2, y2, half = (c[:, i, None] for i in range(8))
+    s = torch.linspace(0, 1, 4 * size)[None]
+    a, b, d = (1 - s) ** 2, 2 * s * (1 - s), s**2
+    px, py = a * x0 + b * x1 + d * x2, a * y0 + b * y1 + d * y2  # (N, K)
+    off = torch.arange(-2, 3, dtype=torch.float32)
+    cx = (px.round()[..., None, None] + off[:, None]).expand(-1, -1, 5, 5)  # candidate pixels (N, K, 5, 5)
+    cy = (py.round()[..., None, None] + off[None, :]).expand(-1, -1, 5, 5)
+    d2 = (cx - px[..., None, None]) ** 2 + (cy - py[..., None, None]) ** 2
+    ok = (d2 <= (half**2)[..., None, None]) & (on[..., None, None] > 0)
+    ok &= (cx >= 0) & (cx < size) & (cy >= 0) & (cy < size)
+    image = torch.arange(n)[:, None, None, None].expand_as(cx)
+    flat = (image * size * size + cy.long() * size + cx.long())[ok]
+    mask = torch.zeros(n * size * size, dtype=torch.bool)
+    mask[flat] = True
+    return mask.view(n, size, size)
+
+
+def make_thin_samples(seed: int, indices: Sequence[int], size: int = 64) -> tuple[Tensor, Tensor]:
+    """Thin-structure samples ``indices`` of ``seed``: images (N,3,H,W) float32 in [0,1] and masks (N,H,W) int64 {0,1}.
+
+    Curves and dots are painted ``contrast`` (0.06-0.12) brighter than the textured background,
+    then Gaussian noise of standard deviation 0.10 is added to every pixel.
+    """
+    ps = [_thin_params(seed, i, size) for i in indices]
+    table = {key: torch.tensor([p[key] for p in ps], dtype=torch.float32) for key in ps[0]}
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    base = table["bg"][:, :, None, None] + _texture(table["bg_tex"], xx, yy, 0.10)[:, None]
+    mask = torch.zeros(len(ps), size, size, dtype=torch.bool)
+    for k in range(THIN_CURVES[1]):
+        mask |= _curve_masks(table[f"c{k}"], size)
+    for k in range(THIN_DOTS[1]):
+        on, cx, cy, r = (table[f"d{k}"][:, i, None, None] for i in range(4))
+        mask |= ((xx - cx) ** 2 + (yy - cy) ** 2 <= r**2) & (on > 0)
+    image = base + table["contrast"][:, :, None, None] * mask[:, None]
+    noise = torch.stack([
+        torch.randn(3, size, size, generator=torch.Generator().manual_seed(int(p["noise_seed"][0]))) for p in ps
+    ])
+    return (image + 0.10 * noise).clamp(0, 1), mask.long()
+
+
 def make_split(seed: int, start: int, count: int, task: str = "binary", size: int = 64) -> SegData:
     """Samples ``start .. start+count-1`` of ``seed`` as one batch for ``task``."""
     _check(task, size)
-    images, labels = make_samples(seed, range(start, start + count), size)
-    targets = (labels > 0).float().unsqueeze(1) if task == "binary" else labels
+    make = make_thin_samples if task == "thin" else make_samples
+    images, labels = make(seed, range(start, start + count), size)
+    targets = labels if task == "multiclass" else (labels > 0).float().unsqueeze(1)
     return SegData(images, targets, task)
 
 

@@ -1,10 +1,12 @@
-"""The demo's training loop: a composite loss trains a small U-Net on synthetic shapes.
+"""The demo's training loop: a composite loss trains a small U-Net on synthetic data.
 
 ``run_demo(DemoConfig(...))`` builds the loss with ``build_loss``, trains with Adam (one-cycle
-learning rate), shows the per-term losses (``criterion.last_terms``) in a progress bar,
-evaluates Dice and IoU on the held-out split (hard predictions, computed from counts, not from
-any loss), and writes to ``out``: ``summary.json``, TensorBoard scalars, a profiler trace, and
-the PNGs ``grid.png`` and ``curves.png``.
+learning rate), optionally ramps term weights (``schedule``, through ``criterion.set_weights``),
+shows the per-term losses (``criterion.last_terms``) in a progress bar, evaluates Dice, IoU and
+boundary F1 on the held-out split (hard predictions, computed from counts, not from any loss),
+and writes to ``out``: ``summary.json``, TensorBoard scalars (when tensorboard is installed), a
+profiler trace, and the PNGs ``grid.png`` and ``curves.png`` (when matplotlib is installed).
+``summary.json`` says which of them were written (``outputs``).
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import build_loss
 from .._composite import CompositeLoss
-from .._errors import SeglossError
+from .._errors import SeglossError, did_you_mean
 from .data import CLASSES, TASKS, SegData, make_splits
 from .model import TinyUNet
 
@@ -42,6 +46,14 @@ __all__ = [
     "predict",
     "measure_step_times",
     "choose_threads",
+    "faster_threads",
+    "auto_threads",
+    "boundary",
+    "boundary_counts",
+    "boundary_f1",
+    "mode_of",
+    "WeightSchedule",
+    "parse_schedule",
     "machine_info",
     "resolve_device",
     "PLOT_HINT",
@@ -49,16 +61,23 @@ __all__ = [
 
 PLOT_HINT = 'pictures need matplotlib: pip install "segloss-registry[plot]"'
 TENSORBOARD_HINT = 'TensorBoard scalars need tensorboard: pip install "segloss-registry[profile]"'
+BOUNDARY_TOLERANCE = 1  # pixels: boundary F1 counts a boundary pixel within 1 pixel (8-neighbourhood) as matched
+
+
+def mode_of(task: str) -> str:
+    """The loss mode of a demo task: ``multiclass`` for multiclass, ``binary`` for binary and thin."""
+    return "multiclass" if task == "multiclass" else "binary"
 
 
 def default_spec(task: str) -> str:
-    """``bce+dice`` for binary, ``ce+dice`` for multiclass (bce is a sigmoid loss)."""
-    return "bce+dice" if task == "binary" else "ce+dice"
+    """``bce+dice`` for binary and thin, ``ce+dice`` for multiclass (bce is a sigmoid loss)."""
+    return "ce+dice" if task == "multiclass" else "bce+dice"
 
 
 def default_steps(task: str) -> int:
-    """200 steps for binary (Dice > 0.99), 600 for multiclass (telling the shapes apart takes longer)."""
-    return 200 if task == "binary" else 600
+    """200 steps for binary (Dice > 0.99), 600 for multiclass (telling the shapes apart takes longer),
+    300 for thin structures (enough for the losses to part ways)."""
+    return {"binary": 200, "multiclass": 600, "thin": 300}.get(task, 200)
 
 
 @dataclass
@@ -78,6 +97,7 @@ class DemoConfig:
     device: str = "auto"
     threads: int | str | None = None  # None: leave torch's setting; "auto": choose_threads(); N: N threads
     compile: bool | str = "auto"
+    schedule: tuple[str, ...] | str | None = None  # e.g. "dice:1->0.2" or ("bce:0.01->1", ...); see parse_schedule
     seed: int = 0
     out: str | None = "runs/demo"  # None: write nothing
     eval_every: int = 0  # 0: five evaluations over the run
@@ -103,12 +123,12 @@ class DemoResult:
 
 # -- metrics (from hard predictions; independent of the losses) --------------------------------
 def predict(logits: Tensor, task: str) -> Tensor:
-    """Class ids (N,H,W): ``logits > 0`` for binary (N,1,H,W), ``argmax`` over C for multiclass."""
-    return (logits[:, 0] > 0).long() if task == "binary" else logits.argmax(1)
+    """Class ids (N,H,W): ``logits > 0`` for binary and thin (N,1,H,W), ``argmax`` over C for multiclass."""
+    return logits.argmax(1) if task == "multiclass" else (logits[:, 0] > 0).long()
 
 
 def _ids(target: Tensor, task: str) -> Tensor:
-    return (target[:, 0] > 0.5).long() if task == "binary" else target
+    return target if task == "multiclass" else (target[:, 0] > 0.5).long()
 
 
 def class_counts(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -128,27 +148,69 @@ def dice_iou(counts: Tensor) -> tuple[Tensor, Tensor]:
     return dice, iou
 
 
+def boundary(mask: Tensor) -> Tensor:
+    """Boundary pixels (N,H,W) bool of masks (N,H,W): pixels of the mask with at least one of their
+    8 neighbours outside it (outside the image counts as outside): ``mask & ~erode_3x3(mask)``."""
+    m = F.pad(mask.float()[:, None], (1, 1, 1, 1), value=0.0)
+    eroded = -F.max_pool2d(-m, 3, stride=1)  # a min-pool: 1 only where the whole 3x3 is inside
+    return mask & (eroded[:, 0] < 0.5)
+
+
+def boundary_counts(pred: Tensor, truth: Tensor, tolerance: int = BOUNDARY_TOLERANCE) -> Tensor:
+    """(matched predicted, predicted, matched true, true) boundary pixel counts (4,) int64 of bool
+    masks (N,H,W): a boundary pixel is matched when the other mask's boundary lies within
+    ``tolerance`` pixels of it (a (2 tolerance + 1)^2 square)."""
+    bp, bt = boundary(pred), boundary(truth)
+
+    def near(b: Tensor) -> Tensor:
+        k = 2 * tolerance + 1
+        return F.max_pool2d(b.float()[:, None], k, stride=1, padding=tolerance)[:, 0] > 0.5
+
+    return torch.stack([(bp & near(bt)).sum(), bp.sum(), (bt & near(bp)).sum(), bt.sum()])
+
+
+def boundary_f1(counts: Tensor) -> float:
+    """Boundary F1 (the BF score of Csurka et al. 2013) from ``boundary_counts``: ``2 P R / (P + R)``
+    with P the matched share of the predicted boundary and R that of the true one; 1 when both
+    boundaries are empty, 0 when only one is."""
+    mp, p, mt, t = (int(v) for v in counts.tolist())
+    if p == 0 and t == 0:
+        return 1.0
+    precision = mp / p if p else 0.0
+    recall = mt / t if t else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: SegData, batch_size: int = 64) -> dict[str, Any]:
-    """Held-out Dice and IoU over the whole split (pixel counts summed over all images).
+    """Held-out Dice, IoU and boundary F1 over the whole split (pixel counts summed over all images).
 
-    Binary: the foreground class. Multiclass: the mean over the foreground classes (disc,
-    rectangle, triangle), with each class's figures in ``per_class``.
+    Binary and thin: the foreground class. Multiclass: the mean over the foreground classes
+    (disc, rectangle, triangle), with each class's figures in ``per_class``. Boundary F1 uses a
+    tolerance of ``BOUNDARY_TOLERANCE`` pixels.
     """
     was_training = model.training
     model.eval()
-    C = 2 if data.task == "binary" else len(CLASSES)
+    C = len(CLASSES) if data.task == "multiclass" else 2
     counts = torch.zeros(C, 3, dtype=torch.int64, device=data.images.device)
+    bcounts = torch.zeros(C, 4, dtype=torch.int64, device=data.images.device)
     for start in range(0, len(data), batch_size):
         logits = model(data.images[start:start + batch_size])
-        counts += class_counts(predict(logits, data.task), _ids(data.targets[start:start + batch_size], data.task), C)
+        pred = predict(logits, data.task)
+        truth = _ids(data.targets[start:start + batch_size], data.task)
+        counts += class_counts(pred, truth, C)
+        for c in range(1, C):
+            bcounts[c] += boundary_counts(pred == c, truth == c)
     model.train(was_training)
     dice, iou = dice_iou(counts.cpu())
-    names = ("foreground",) if data.task == "binary" else CLASSES[1:]
+    bf1 = [boundary_f1(bcounts[c].cpu()) for c in range(1, C)]
+    names = CLASSES[1:] if data.task == "multiclass" else ("foreground",)
     return {
         "dice": float(dice[1:].mean()),
         "iou": float(iou[1:].mean()),
-        "per_class": {n: {"dice": float(d), "iou": float(j)} for n, d, j in zip(names, dice[1:], iou[1:])},
+        "boundary_f1": sum(bf1) / len(bf1),
+        "per_class": {n: {"dice": float(d), "iou": float(j), "boundary_f1": b}
+                      for n, d, j, b in zip(names, dice[1:], iou[1:], bf1)},
     }
 
 
@@ -158,7 +220,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_step_times(spec: str, mode: str, model: nn.Module, images: Tensor, target: Tensor,
+def measure_step_times(spec: str | dict[str, Any], mode: str, model: nn.Module, images: Tensor, target: Tensor,
                        steps: int = 5, lr: float = 1e-3) -> dict[str, Any]:
     """Time training steps (forward, loss, backward, Adam step) and the loss alone (forward and
     backward on fixed logits) on one batch, with the criterion eager (compile=False) and
@@ -230,20 +292,129 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else the CPU count)."""
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except OSError:
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
 def choose_threads() -> tuple[int, str]:
-    """Threads for ``--threads auto``: torch's default (one per core), fewer when other processes
-    already keep cores busy (1-minute load average). On an oversubscribed CPU, torch's threads wait
-    on each other at every operator: on a 2-core machine under load 2-3, the default binary demo
-    took 133 s with 2 threads and 23 s with 1."""
-    default = torch.get_num_threads()
-    if not hasattr(os, "getloadavg"):
-        return default, "torch's default"
-    load = os.getloadavg()[0]
-    free = (os.cpu_count() or default) - load
-    if free >= default - 0.5:
-        return default, f"torch's default; load {load:.2f}"
-    n = max(1, int(free + 0.5))
-    return n, f"{n} of {default}: the 1-minute load {load:.2f} leaves {max(free, 0):.1f} of {os.cpu_count()} cores free"
+    """The starting point of ``--threads auto``: one thread per core this process may use, at most
+    torch's default. ``faster_threads`` then times the real work with it and with one thread.
+
+    Not the load average: it lags by a minute, so the ``pip install`` that runs just before the
+    quick start's demo would make an idle machine look busy and cost the whole run a thread.
+    """
+    n = min(available_cores(), torch.get_num_threads())
+    note = f"one per core: {n} of {available_cores()} cores"
+    if hasattr(os, "getloadavg"):
+        note += f" (1-minute load {os.getloadavg()[0]:.2f})"
+    return n, note
+
+
+def faster_threads(step: Callable[[], None], cores: int, rounds: int = 3) -> tuple[int, dict[int, float]]:
+    """Time ``step`` with ``cores`` threads and with one, alternating, set torch to the faster and
+    return it with the median ms of each.
+
+    A measurement of the work itself, now: on an idle machine the cores win; when other processes
+    keep every core busy, torch's threads wait on each other at every operator and one thread
+    can be several times faster (the default demo: 208 s with 2 threads, 59 s with 1, under a
+    load of 5 on 2 cores). One untimed call (one thread) warms up; then up to ``rounds`` timed
+    pairs, stopping after the first when one count is more than twice as fast. With
+    ``cores <= 1`` nothing is timed.
+    """
+    if cores <= 1:
+        torch.set_num_threads(max(1, cores))
+        return max(1, cores), {}
+    torch.set_num_threads(1)
+    step()  # first call: input checks, allocations
+    times: dict[int, list[float]] = {cores: [], 1: []}
+    med: dict[int, float] = {}
+    for _ in range(rounds):
+        for n in (cores, 1):
+            torch.set_num_threads(n)
+            t0 = time.perf_counter()
+            step()
+            times[n].append(time.perf_counter() - t0)
+        med = {n: 1e3 * sorted(v)[len(v) // 2] for n, v in times.items()}
+        if max(med.values()) > 2 * min(med.values()):
+            break
+    best = 1 if med[1] < med[cores] else cores
+    torch.set_num_threads(best)
+    return best, med
+
+
+def probe_note(best: int, med: dict[int, float], what: str) -> str:
+    """``auto: 1 (a training step took 61 ms with 1 thread, 188 ms with 2, just now)``."""
+    if not med:
+        return f"auto: {best} (one core)"
+    (cores,) = [n for n in med if n != 1]
+    return f"auto: {what} took {med[1]:.3g} ms with 1 thread and {med[cores]:.3g} ms with {cores}, just now"
+
+
+# -- term weight schedules ---------------------------------------------------------------------
+_RAMP = re.compile(r"^\s*(?P<term>[A-Za-z_]\w*)\s*:\s*(?P<start>(?:(?!->).)+?)\s*(?:->\s*(?P<end>\S+))?\s*$")
+
+
+@dataclass(frozen=True)
+class WeightSchedule:
+    """Linear ramps of term weights over a run: ``term -> (start, end)``.
+
+    At step ``s`` of ``S`` (0-based) a term's weight is ``start + (end - start) * s / (S - 1)``,
+    so the first step uses ``start`` and the last ``end``; a constant is a ramp with
+    ``start == end``. Applied with ``criterion.set_weights``, which changes the weights of a
+    built criterion (compiled or not) without building or compiling it again.
+    """
+
+    ramps: tuple[tuple[str, float, float], ...]
+
+    def at(self, step: int, steps: int) -> dict[str, float]:
+        f = step / (steps - 1) if steps > 1 else 1.0
+        return {term: a * (1 - f) + b * f for term, a, b in self.ramps}  # exactly a first, b last
+
+    def text(self) -> str:
+        return ", ".join(f"{t}:{a:g}->{b:g}" if a != b else f"{t}:{a:g}" for t, a, b in self.ramps)
+
+
+def parse_schedule(items: str | Sequence[str] | None, keys: Sequence[str]) -> WeightSchedule | None:
+    """``"surface:0.01->0.5"`` (or several, comma-separated or as a list) -> ``WeightSchedule``.
+
+    Each item is ``TERM:START->END`` (a linear ramp over the run) or ``TERM:VALUE`` (constant);
+    ``TERM`` is a key of the criterion (``criterion.keys``, as in ``last_terms``); weights are
+    finite numbers >= 0. Raises ``SeglossError`` naming the bad item.
+    """
+    if items is None:
+        return None
+    parts = [p for item in ([items] if isinstance(items, str) else items) for p in str(item).split(",") if p.strip()]
+    if not parts:
+        return None
+    ramps: list[tuple[str, float, float]] = []
+    for part in parts:
+        m = _RAMP.match(part)
+        if m is None:
+            raise SeglossError(f"demo: --schedule item {part!r} is not TERM:START->END or TERM:VALUE, "
+                               f"e.g. '{keys[-1]}:0.01->0.5'")
+        term = m["term"]
+        if term not in keys:
+            raise SeglossError(f"demo: --schedule names the term {term!r}{did_you_mean(term, keys)}, but the loss "
+                               f"has the terms {', '.join(keys)}")
+        if any(term == t for t, _, _ in ramps):
+            raise SeglossError(f"demo: --schedule gives the term {term!r} twice")
+        values = []
+        for text in (m["start"], m["end"] if m["end"] is not None else m["start"]):
+            try:
+                v = float(text)
+            except ValueError:
+                v = math.nan
+            if not (math.isfinite(v) and v >= 0):
+                raise SeglossError(f"demo: --schedule {part!r}: weights must be finite numbers >= 0 (got {text!r})")
+            values.append(v)
+        ramps.append((term, values[0], values[1]))
+    return WeightSchedule(tuple(ramps))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -292,23 +463,20 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     cfg = replace(cfg, steps=cfg.steps or default_steps(cfg.task), spec=cfg.spec or default_spec(cfg.task))
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-    threads_note = "as set by the caller"
-    if cfg.threads == "auto":
-        n, threads_note = choose_threads()
-        torch.set_num_threads(n)
-    elif cfg.threads is not None:
-        torch.set_num_threads(int(cfg.threads))
-        threads_note = "--threads"
-    mode = "binary" if cfg.task == "binary" else "multiclass"
+    threads_note = set_threads(cfg.threads)  # "auto": one per core for now; timed below, once there is a model
+    mode = mode_of(cfg.task)
     spec = cfg.spec
     criterion = build_loss(spec, mode=mode, compile=cfg.compile)  # fails here, before any work, on a bad spec
+    schedule = parse_schedule(cfg.schedule, criterion.keys)
+    if schedule is not None:
+        criterion.set_weights(schedule.at(0, cfg.steps))  # a bad start (every weight 0) fails here too
     out = Path(cfg.out) if cfg.out is not None else None
     machine = machine_info(device)
     machine["torch_threads_chosen_by"] = threads_note
     uses_compile = criterion.uses_compile(device)
     log(f"segloss demo: {criterion.spec} ({cfg.task}), {cfg.steps} steps of {cfg.batch_size} "
-        f"{cfg.size}x{cfg.size} images on {device}, criterion {'compiled' if uses_compile else 'eager'}; "
-        f"{machine['torch_threads']} torch thread(s) ({threads_note})")
+        f"{cfg.size}x{cfg.size} images on {device}, criterion {'compiled' if uses_compile else 'eager'}"
+        + (f"; weights ramped {schedule.text()}" if schedule is not None else ""))
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -317,6 +485,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     data_s = time.perf_counter() - t0
 
     model = TinyUNet(3, train.num_classes, cfg.width, cfg.depth).to(device)
+    if cfg.threads == "auto" and device.type == "cpu":
+        threads_note = auto_threads(model, criterion, train, cfg.batch_size)
+    machine["torch_threads"] = torch.get_num_threads()
+    machine["torch_threads_chosen_by"] = threads_note
+    log(f"threads: {machine['torch_threads']} ({threads_note})")
     untrained = evaluate(model, val)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.2)
@@ -326,49 +499,44 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     if writer is not None:
         _scalars(writer, "heldout", untrained, 0)
 
-    per_epoch = max(1, cfg.n_train // cfg.batch_size)
-    order = torch.randperm(cfg.n_train, generator=gen)
-
-    def batch(step: int) -> tuple[Tensor, Tensor]:
-        """Batch ``step``: a fresh shuffle every epoch, then random flips."""
-        nonlocal order
-        k = step % per_epoch
-        if k == 0 and step > 0:
-            order = torch.randperm(cfg.n_train, generator=gen)
-        idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size].to(device)
-        x, y = train.images[idx], train.targets[idx]
-        # random flips: the classes (disc, rectangle, triangle) are unchanged by them
-        dims = [d for d, flip in zip((-1, -2), torch.rand(2, generator=gen) < 0.5) if flip]
-        return (x.flip(dims), y.flip(dims)) if dims else (x, y)
+    batch = batches(train, cfg.batch_size, gen, device)
 
     eval_every = cfg.eval_every or max(1, cfg.steps // 5)
     history: list[dict[str, float]] = []
     evals: list[dict[str, Any]] = [{"step": 0, **untrained}]
     bar = _progress(cfg)
-    pending: list[tuple[int, Tensor, float]] = []
+    pending: list[tuple[int, Tensor, float, dict[str, float]]] = []
     every = max(1, cfg.steps // 10)
     model.train()
     t_train = time.perf_counter()
     step_times: list[float] = []
+    weights: dict[str, float] = {}
     for step in range(cfg.steps):
         t_step = time.perf_counter()
         x, y = batch(step)
+        if schedule is not None:
+            weights = schedule.at(step, cfg.steps)
+            criterion.set_weights(weights)
         opt.zero_grad(set_to_none=True)
         loss = criterion(model(x), y)
         loss.backward()
         opt.step()
         sched.step()
-        pending.append((step + 1, torch.stack([loss.detach(), *criterion.last_terms.values()]), sched.get_last_lr()[0]))
+        pending.append((step + 1, torch.stack([loss.detach(), *criterion.last_terms.values()]),
+                        sched.get_last_lr()[0], weights))
         last = step + 1 == cfg.steps
         print_now = bar is None and ((step + 1) % every == 0 or last)
         if len(pending) >= 10 or last or print_now:  # one device sync per ten steps
-            for s, values, lr in pending:
+            for s, values, lr, w in pending:
                 row = {"step": s, "lr": lr, **dict(zip(("total", *criterion.keys), values.tolist()))}
+                row.update({f"weight/{k}": v for k, v in w.items()})
                 history.append(row)
                 if writer is not None:
                     for k in ("total", *criterion.keys):
                         writer.add_scalar(f"loss/{k}", row[k], s)
                     writer.add_scalar("lr", lr, s)
+                    for k, v in w.items():
+                        writer.add_scalar(f"weight/{k}", v, s)
             pending = []
         _sync(device)
         step_times.append(time.perf_counter() - t_step)
@@ -379,6 +547,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
                 _scalars(writer, "heldout", metrics, step + 1)
         terms = history[-1] if history else {}
         text = " ".join(f"{k}={terms[k]:.3f}" for k in ("total", *criterion.keys) if k in terms)
+        if schedule is not None:
+            text += " | w " + " ".join(f"{k}={v:.3g}" for k, v in weights.items())
         if evals[-1]["step"] > 0:
             text += f" | held-out dice={evals[-1]['dice']:.3f}"
         if bar is not None:
@@ -391,7 +561,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     train_s = time.perf_counter() - t_train
     final = evals[-1]
     log(f"held-out ({cfg.n_val} images): Dice {final['dice']:.4f}  IoU {final['iou']:.4f}  "
-        f"(untrained model: Dice {untrained['dice']:.4f})  trained in {train_s:.1f} s")
+        f"boundary F1 {final['boundary_f1']:.4f}  (untrained model: Dice {untrained['dice']:.4f})  "
+        f"trained in {train_s:.1f} s")
     if cfg.task == "multiclass":
         log("  per class: " + ", ".join(f"{n} {m['dice']:.3f}" for n, m in final["per_class"].items()))
 
@@ -400,7 +571,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     x, y = batch(0)
     if cfg.timing_steps:
         log(f"timing {cfg.timing_steps} steps with the criterion eager and compiled (the compile takes a while) ...")
-        timing = measure_step_times(spec, mode, model, x, y, cfg.timing_steps, lr=cfg.lr)
+        timing = measure_step_times(criterion.config(), mode, model, x, y, cfg.timing_steps, lr=cfg.lr)
         log(f"  loss forward+backward: eager {timing['eager']['loss_ms']:.2f} ms, compiled "
             f"{timing['compiled']['loss_ms']:.2f} ms (first call {timing['compiled']['first_call_s']:.1f} s); "
             f"training step: eager {timing['eager']['train_step_ms']:.1f} ms, compiled "
@@ -423,10 +594,17 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
             "heldout_images": cfg.n_val,
             "dice": final["dice"],
             "iou": final["iou"],
+            "boundary_f1": final["boundary_f1"],
             "per_class": final["per_class"],
-            "untrained": {"dice": untrained["dice"], "iou": untrained["iou"]},
+            "untrained": {"dice": untrained["dice"], "iou": untrained["iou"], "boundary_f1": untrained["boundary_f1"]},
             "definition": "hard predictions (logit > 0 or argmax); Dice 2I/(P+T) and IoU I/(P+T-I) from pixel "
-                          "counts summed over the held-out split; multiclass: mean over the foreground classes",
+                          "counts summed over the held-out split; boundary F1: 2PR/(P+R) of the boundary pixels "
+                          f"matched within {BOUNDARY_TOLERANCE} pixel; multiclass: mean over the foreground classes",
+        },
+        "schedule": None if schedule is None else {
+            "ramps": {t: {"start": a, "end": b} for t, a, b in schedule.ramps},
+            "rule": "linear in the step: start at the first step, end at the last; criterion.set_weights each step",
+            "final_weights": criterion.weights if hasattr(criterion, "weights") else weights,
         },
         "evaluations": evals,
         "final_losses": {k: history[-1][k] for k in ("total", *criterion.keys)},
@@ -442,7 +620,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         },
         "step_times": timing,
         "profile": profile,
-        "settings": {k: v for k, v in asdict(cfg).items()},
+        # what was asked for; "outputs" below says what was written
+        "settings": {(f"{k}_requested" if k in ("tensorboard", "plots") else k): (list(v) if isinstance(v, tuple) else v)
+                     for k, v in asdict(cfg).items()},
         "machine": machine,
         "torch": torch.__version__,
     }
@@ -453,15 +633,89 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
             files["scalars"] = str(out / "scalars")
     summary["time"]["total_s"] = time.perf_counter() - t_start
     summary["machine"]["load_average_at_end"] = machine_info(device).get("load_average_1_5_15")
+    summary["outputs"] = {
+        "tensorboard_scalars": "scalars" in files,
+        "profiler_trace": "profile" in files,
+        "pictures": "grid" in files,
+        "missing": [what for what, ok, want in (
+            (TENSORBOARD_HINT, "scalars" in files, cfg.tensorboard),
+            (PLOT_HINT, "grid" in files, cfg.plots)) if want and not ok and out is not None],
+    }
     if out is not None:
         files["summary"] = str(out / "summary.json")
         summary["files"] = files
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log(f"wrote {out}/: " + ", ".join(Path(p).name for p in files.values())
-            + (f"\n  view: tensorboard --logdir {out}   (scalars; the trace in the PyTorch Profiler tab, "
-               "with torch-tb-profiler)" if "scalars" in files or "profile" in files else ""))
+        log(f"wrote {out}/: " + ", ".join(Path(p).name for p in files.values()))
+        view = _view_hint(out, "scalars" in files, "profile" in files)
+        if view:
+            log(view)
     log(f"done in {summary['time']['total_s']:.1f} s")
     return DemoResult(model, criterion, summary, history, train, val, files)
+
+
+def auto_threads(model: nn.Module, criterion: CompositeLoss, train: SegData, batch_size: int) -> str:
+    """``--threads auto`` with a model: time forward, loss and backward of the first batch on a copy
+    of ``model`` (its BatchNorm statistics stay untouched) with one thread per core and with one,
+    keep the faster (``faster_threads``), and say why."""
+    net = copy.deepcopy(model)
+    x, y = train.images[:batch_size], train.targets[:batch_size]
+
+    def step() -> None:
+        net.zero_grad(set_to_none=True)
+        criterion(net(x), y).backward()
+
+    best, med = faster_threads(step, choose_threads()[0])
+    return probe_note(best, med, "a training step")
+
+
+def set_threads(threads: int | str | None) -> str:
+    """Apply ``threads`` (None: leave torch's setting; "auto": ``choose_threads``; N) and say why."""
+    if threads == "auto":
+        n, note = choose_threads()
+        torch.set_num_threads(n)
+        return note
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+        return "--threads"
+    return "as set by the caller"
+
+
+def batches(train: SegData, batch_size: int, gen: torch.Generator, device: torch.device) -> Callable[[int], tuple[Tensor, Tensor]]:
+    """``batch(step)`` for steps 0, 1, 2, ...: a fresh shuffle of ``train`` every epoch (drawn from
+    ``gen``), then random horizontal and vertical flips; the same generator seed gives the same batches."""
+    n_train = len(train)
+    per_epoch = max(1, n_train // batch_size)
+    order = torch.randperm(n_train, generator=gen)
+
+    def batch(step: int) -> tuple[Tensor, Tensor]:
+        nonlocal order
+        k = step % per_epoch
+        if k == 0 and step > 0:
+            order = torch.randperm(n_train, generator=gen)
+        idx = order[k * batch_size:(k + 1) * batch_size].to(device)
+        x, y = train.images[idx], train.targets[idx]
+        # random flips: the classes (disc, rectangle, triangle) and thin structures are unchanged by them
+        dims = [d for d, flip in zip((-1, -2), torch.rand(2, generator=gen) < 0.5) if flip]
+        return (x.flip(dims), y.flip(dims)) if dims else (x, y)
+
+    return batch
+
+
+def _view_hint(out: Path, scalars: bool, trace: bool) -> str | None:
+    """How to look at what was written: TensorBoard only when it is installed and has something to show."""
+    import importlib.util
+
+    has_tb = importlib.util.find_spec("tensorboard") is not None
+    has_tb_profiler = importlib.util.find_spec("torch_tb_profiler") is not None
+    if scalars or (trace and has_tb and has_tb_profiler):
+        what = ["scalars"] if scalars else []
+        if trace and has_tb_profiler:
+            what.append("the trace in the PyTorch Profiler tab")
+        return f"  view: tensorboard --logdir {out}   ({'; '.join(what)})"
+    if trace:
+        return (f"  view the trace {out}/profile/*.pt.trace.json in https://ui.perfetto.dev, or "
+                f"{TENSORBOARD_HINT.replace('TensorBoard scalars need', 'for TensorBoard:')}")
+    return None
 
 
 def _progress(cfg: DemoConfig) -> Any:
@@ -477,21 +731,22 @@ def _progress(cfg: DemoConfig) -> Any:
 def _writer(out: Path, cfg: DemoConfig, log: Callable[[str], None]) -> Any:
     if not cfg.tensorboard:
         return None
+    folder = out / "scalars"
+    if folder.is_dir():  # one run per output folder: old event files would mix with (or pass for) the new curves
+        for old in folder.glob("events.out.tfevents.*"):
+            old.unlink()
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         log(f"no TensorBoard scalars: {TENSORBOARD_HINT}")
         return None
-    folder = out / "scalars"
-    if folder.is_dir():  # one run per output folder: old event files would mix with the new curves
-        for old in folder.glob("events.out.tfevents.*"):
-            old.unlink()
     return SummaryWriter(log_dir=str(folder))
 
 
 def _scalars(writer: Any, prefix: str, metrics: dict[str, Any], step: int) -> None:
     writer.add_scalar(f"{prefix}/dice", metrics["dice"], step)
     writer.add_scalar(f"{prefix}/iou", metrics["iou"], step)
+    writer.add_scalar(f"{prefix}/boundary_f1", metrics["boundary_f1"], step)
     if len(metrics["per_class"]) > 1:
         for name, m in metrics["per_class"].items():
             writer.add_scalar(f"{prefix}/dice_{name}", m["dice"], step)
@@ -520,7 +775,10 @@ def _profile(model: nn.Module, criterion: CompositeLoss, x: Tensor, y: Tensor, f
     if folder.is_dir():  # one trace per output folder
         for old in folder.glob("*.pt.trace.json*"):
             old.unlink()
-    s = profile_steps(step, folder, steps=steps, device=device, worker=safe_run_name(f"demo_{criterion.spec}"))
+    from ..cli._quiet import without_profiler_noise
+
+    with without_profiler_noise():  # kineto's start/stop lines on stderr
+        s = profile_steps(step, folder, steps=steps, device=device, worker=safe_run_name(f"demo_{criterion.spec}"))
     return {
         "dir": str(folder),
         "files": [str(f) for f in s.trace_files],
@@ -564,10 +822,10 @@ def _pictures(out: Path, model: nn.Module, val: SegData, history: list[dict[str,
             axes[i, j].set_yticks([])
             if j == 0:
                 axes[i, j].set_ylabel(title)
-    names = ("foreground",) if val.task == "binary" else CLASSES[1:]
+    names = CLASSES[1:] if val.task == "multiclass" else ("foreground",)
     handles = [plt.Rectangle((0, 0), 1, 1, color=_COLOURS[k + 1]) for k in range(len(names))]
     fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False)
-    what = "Dice" if val.task == "binary" else "mean Dice over the shapes"
+    what = "mean Dice over the shapes" if val.task == "multiclass" else "Dice"
     fig.suptitle(f"{cfg.task}, loss {cfg.spec}: held-out {what} {evals[-1]['dice']:.3f}")
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     grid = out / "grid.png"
@@ -582,15 +840,16 @@ def _pictures(out: Path, model: nn.Module, val: SegData, history: list[dict[str,
         left.plot(steps, _smooth(values), color=line.get_color(), lw=1.6, label=k)
     left.set_xlabel("step")
     left.set_ylabel("loss (per term, unweighted)")
-    left.set_yscale("log")
+    positive = all(r[k] > 0 for r in history for k in ("total", *keys))
+    left.set_yscale("log" if positive else "symlog", **({} if positive else {"linthresh": 1e-2}))  # surface < 0
     left.legend()
     left.set_title("training losses")
-    for key in ("dice", "iou"):
-        right.plot([e["step"] for e in evals], [e[key] for e in evals], marker="o", label=f"held-out {key}")
+    for key, label in (("dice", "Dice"), ("iou", "IoU"), ("boundary_f1", "boundary F1")):
+        right.plot([e["step"] for e in evals], [e[key] for e in evals], marker="o", label=f"held-out {label}")
     right.set_ylim(0, 1)
     right.set_xlabel("step")
     right.legend(loc="lower right")
-    right.set_title("held-out metrics" + ("" if val.task == "binary" else " (mean over the shapes)"))
+    right.set_title("held-out metrics" + (" (mean over the shapes)" if val.task == "multiclass" else ""))
     right.grid(alpha=0.3)
     fig.tight_layout()
     curves = out / "curves.png"
