@@ -715,9 +715,7 @@ COMPILED = {
     "multiclass-2d": ("multiclass", (2, 3, 12, 12),
                       ("topk_ce + ohem_ce(min_kept=40) + wasserstein_dice(dist_matrix=[[0, 1, 1], [1, 0, 0.5], "
                        "[1, 0.5, 0]]) + unified_focal + nacl + exp_log + focal(alpha=[0.2, 0.3, 0.5])")),
-    "multiclass-3d": ("multiclass", (2, 3, 4, 6, 6),
-                      ("topk_ce(k=25) + ohem_ce(min_kept=30, threshold=0.5) + wasserstein_dice(weighting_mode='GDL') "
-                       "+ unified_focal(gamma=0.2) + nacl(kernel_ops='gaussian', distance_type='l2') + exp_log")),
+    # (3D is covered eagerly against the peers; one more compiled composite costs ~90 s of CI on 2 cores)
 }
 
 
