@@ -17,6 +17,9 @@ the peers that are installed) on the same inputs:
   order; both are measured, not estimated.
 - **effective bandwidth**: ``(bytes(logits) + bytes(target) + bytes(grad)) / median time``,
   the data a fused single pass must move at least, divided by the time.
+- **distance-map share**: for a spec with a distance-map term (``surface``, ``hausdorff_dt``,
+  ``log_hausdorff_dt``), extra rows time the distance maps alone (ours eager and compiled,
+  MONAI's scipy path), and their note gives the share of the whole step they take.
 
 ``run_benchmark(BenchConfig(...)) -> BenchReport``; ``report.format_text()``,
 ``format_markdown()`` and ``to_dict()`` (JSON) render it.
@@ -50,6 +53,8 @@ __all__ = [
     "monai_peer",
     "peak_memory_of",
     "profiler_peak_bytes",
+    "distance_candidates",
+    "DISTANCE_TERMS",
 ]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -89,6 +94,7 @@ class Candidate:
     compiled: bool = False
     reference: bool = False
     note: str = ""
+    share_of: str | None = None  # a part of another candidate's step: the note gives its share (prefix match)
 
 
 @dataclass
@@ -411,6 +417,9 @@ def monai_peer(criterion: CompositeLoss) -> tuple[str, nn.Module, Callable[[Tens
             elif name == "ce" and multiclass and not t.params.class_weights and not t.params.label_smoothing:
                 parts.append((t.weight, nn.CrossEntropyLoss(), ids_flat))
                 names.append("CrossEntropy")
+            elif name in _MONAI_DISTANCE:
+                parts.append((t.weight, _monai_distance_module(ml, t, act), adapt))
+                names.append(_MONAI_DISTANCE[name])
             else:
                 return f"MONAI has no equivalent of '{t.spec()}'"
     except _Unsupported as exc:
@@ -422,6 +431,109 @@ class _Unsupported(Exception):
     pass
 
 
+# the distance-map losses and MONAI's modules (scipy distance transforms on the host)
+_MONAI_DISTANCE = {"surface": "BoundaryLoss", "hausdorff_dt": "HausdorffDTLoss", "log_hausdorff_dt": "LogHausdorffDTLoss"}
+DISTANCE_TERMS = tuple(_MONAI_DISTANCE)
+
+
+def _monai_distance_module(ml: Any, term: Any, act: dict[str, Any]) -> nn.Module:
+    p = term.params
+    if getattr(p, "class_weights", None) is not None:
+        raise _Unsupported("class_weights")
+    if getattr(p, "spacing", None) is not None:
+        raise _Unsupported("spacing (MONAI's distance losses have none)")
+    kw: dict[str, Any] = {"include_background": p.include_background, **act}
+    if term.info.name != "surface":
+        kw["alpha"] = p.alpha
+    return getattr(ml, _MONAI_DISTANCE[term.info.name])(**kw)  # type: ignore[no-any-return]
+
+
+def distance_candidates(criterion: CompositeLoss, target: Tensor, compiled: bool, peers: bool
+                        ) -> tuple[list[Candidate], list[Measurement]]:
+    """Rows that time the distance maps alone, so the report shows their share of each step.
+
+    ``segloss distance maps only``: what the criterion's distance terms transform (the target
+    of ``surface``; target and thresholded prediction of ``hausdorff_dt``), through the same
+    shared ops (``segloss_registry.ops``), eager and compiled. ``MONAI distance maps only``:
+    the same maps by MONAI's own methods (``BoundaryLoss.compute_distance_map``,
+    ``HausdorffDTLoss.distance_field``, scipy on the host). Empty when no term uses them.
+    """
+    from ._inputs import normalise
+    from .ops import distance_field, signed_distance_map
+
+    terms = [t for t in criterion.terms if t.info.name in DISTANCE_TERMS]
+    if not terms:
+        return [], []
+    opts = criterion.options
+
+    def ours(logits: Tensor, target: Tensor) -> Tensor:
+        with torch.no_grad():
+            inp = normalise(logits.detach(), target, opts)
+            maps = []
+            for t in terms:
+                spacing = getattr(t.params, "spacing", None)
+                sp = None if spacing is None else tuple(spacing)
+                if t.info.name == "surface":
+                    maps.append(signed_distance_map(inp, sp))
+                else:
+                    maps.append(distance_field(inp, "target", sp))
+                    maps.append(distance_field(inp, "prediction", sp))
+            return torch.stack([m.sum() for m in maps]).sum()
+
+    whole = f"segloss {{}} {criterion.spec}"
+    cands = [Candidate("segloss distance maps only (eager)", "segloss", ours, target, share_of=whole.format("eager"))]
+    if compiled:
+        cands.insert(0, Candidate("segloss distance maps only (compiled)", "segloss",
+                                  torch.compile(ours, fullgraph=True), target, compiled=True,
+                                  share_of=whole.format("compiled")))
+    skipped: list[Measurement] = []
+    if peers:
+        peer = _monai_distance_maps(criterion)
+        if isinstance(peer, str):
+            skipped.append(Measurement("MONAI distance maps only", "monai", False, error=peer))
+        else:
+            cands.append(Candidate("MONAI distance maps only (scipy, eager)", "monai", peer, target,
+                                   share_of="MONAI"))
+    return cands, skipped
+
+
+def _monai_distance_maps(criterion: CompositeLoss) -> LossFn | str:
+    """MONAI's distance-map computations for the criterion's distance terms, as its losses run them."""
+    try:
+        import monai.losses as ml
+        from monai.networks import one_hot  # type: ignore[attr-defined]
+    except ImportError:
+        return "MONAI is not installed (pip install monai)"
+    mode = criterion.options.mode
+    if criterion.options.ignore_index is not None or not criterion.options.from_logits:
+        return "not compared with ignore_index or probabilities"
+    terms = [t for t in criterion.terms if t.info.name in DISTANCE_TERMS]
+    for t in terms:
+        if getattr(t.params, "spacing", None) is not None:
+            return "MONAI's distance losses have no spacing"
+
+    def maps(logits: Tensor, target: Tensor) -> Tensor:
+        with torch.no_grad():
+            if mode == "multiclass":
+                p = torch.softmax(logits.detach(), 1)
+                t = one_hot(target.unsqueeze(1), num_classes=logits.shape[1])
+            else:
+                p, t = torch.sigmoid(logits.detach()), target
+            out = []
+            for term in terms:
+                keep_bg = getattr(term.params, "include_background", True) or mode != "multiclass"
+                a, b = (p, t) if keep_bg else (p[:, 1:], t[:, 1:])
+                if term.info.name == "surface":
+                    out.append(ml.BoundaryLoss().compute_distance_map(b).sum())  # type: ignore[attr-defined]
+                else:
+                    hd = ml.HausdorffDTLoss()  # type: ignore[attr-defined]
+                    for i in range(a.shape[1]):  # as HausdorffDTLoss.forward: per channel
+                        out.append(hd.distance_field(a[:, [i]]).sum() + hd.distance_field(b[:, [i]]).sum())
+            return torch.stack(out).sum()
+
+    return maps
+
+
 # -- measuring ------------------------------------------------------------------------------------
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -431,7 +543,8 @@ def _sync(device: torch.device) -> None:
 def _step(fn: LossFn, logits: Tensor, target: Tensor) -> Tensor:
     logits.grad = None
     loss = fn(logits, target)
-    loss.backward()
+    if loss.requires_grad:  # a part timed alone (the distance maps) has no backward
+        loss.backward()
     return loss
 
 
@@ -440,7 +553,8 @@ def _timed_step(fn: LossFn, logits: Tensor, target: Tensor) -> tuple[float, Tens
     _sync(logits.device)
     t0 = time.perf_counter()
     loss = fn(logits, target)
-    loss.backward()
+    if loss.requires_grad:
+        loss.backward()
     _sync(logits.device)
     return (time.perf_counter() - t0) * 1e3, loss
 
@@ -537,7 +651,8 @@ def _candidates(cfg: BenchConfig, logits: Tensor, target: Tensor) -> tuple[list[
         else:
             name, mod, _ = m
             cands.append(Candidate(name + " (eager)", "monai", mod.to(logits.device), target))
-    return cands, skipped
+    more, missing = distance_candidates(main, target, cfg.compiled, cfg.peers)
+    return cands + more, skipped + missing
 
 
 def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> BenchReport:
@@ -587,6 +702,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
                 results[i].ratios.append(round_ms[i] / round_ms[ref])
     bar.close()
 
+    _note_shares(cands, results)
     method = ""
     for i in live:
         say(f"memory: {cands[i].name}")
@@ -594,6 +710,16 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     logits.grad = None
     moved = logits.numel() * logits.element_size() * 2 + target.numel() * target.element_size()
     return BenchReport(cfg, machine_info(cfg.device), moved, method, results + skipped)
+
+
+def _note_shares(cands: list[Candidate], results: list[Measurement]) -> None:
+    """For a candidate that times a part of another's step: its median as a share of that step's median."""
+    for c, m in zip(cands, results):
+        if c.share_of is None or not m.times_ms:
+            continue
+        whole = next((r for r in results if r is not m and r.name.startswith(c.share_of) and r.times_ms), None)
+        if whole is not None:
+            m.note = f"{100 * m.median_ms / whole.median_ms:.0f}% of '{whole.name}' (distance transforms, no backward)"
 
 
 class _NoBar:

@@ -1,0 +1,155 @@
+"""Surface (boundary) loss of Kervadec et al. 2019 ("Boundary loss for highly unbalanced
+segmentation", MIDL 2019, arXiv 1812.07032), normalised as MONAI's ``BoundaryLoss``::
+
+    surface = mean_{n, c} (1 / |Omega|) sum_x p_{n,c}(x) phi_{n,c}(x)
+
+``p`` is the sigmoid (binary, multilabel) or softmax (multiclass) probability, ``phi`` the
+signed distance map of class ``c`` of target ``n`` in Kervadec's convention (his
+``one_hot2dist``; ``segloss_registry.ops.signed_distance``): the distance to the class
+outside it, ``-(d - 1)`` inside it with ``d`` the distance to the nearest element outside,
+so negative inside, 0 on the inner contour, positive outside. The mean over the ``|Omega|``
+pixels of each sample and class comes first, then the mean over classes
+(``include_background``, ``class_weights`` as in ``dice``) and samples. The defaults give
+MONAI's ``BoundaryLoss(sigmoid=True)`` in binary and multilabel mode and
+``BoundaryLoss(softmax=True, to_onehot_y=True)`` in multiclass mode (``include_background``
+True as there). ``spacing``: one length per spatial axis, like ``one_hot2dist``'s
+``resolution`` (the ``- 1`` inside stays unscaled, as there).
+
+The distance maps come from the target only, without gradient, on the device (an exact
+torch distance transform, no SciPy, no host copy), computed once per call and shared with
+``hausdorff_dt`` and any term that asks for them (``segloss_registry.ops.class_distances``).
+With ``ignore_index`` (or a call-time mask) an ignored pixel is neither foreground nor
+background of the map, gets ``phi = 0`` and leaves the mean: the pixel mean runs over the
+valid pixels of each sample (0 when none is).
+
+Values: the loss is a signed, unbounded-below quantity, not a distance to 0: a prediction
+equal to the target gives ``sum_inside -(d - 1) / |Omega| <= 0``; lower is better. An empty
+class (no foreground in a sample) or a full one (no background) has no boundary and
+contributes 0, as in MONAI; so an empty target gives 0 whatever the prediction: train it
+together with a region loss, as the paper does (``"dice + 0.01*surface"``, ramping the
+surface weight up).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from torch import Tensor
+
+from segloss_registry import (
+    InputError,
+    Inputs,
+    LossParams,
+    functional_loss,
+    hookimpl,
+    per_class,
+)
+from segloss_registry.ops import signed_distance_map
+
+__all__ = ["DistanceParams", "SurfaceParams", "check_spacing", "pixel_mean_per_class", "surface", "surface_loss"]
+
+MODES = ("binary", "multiclass", "multilabel")
+
+
+class DistanceParams(LossParams):
+    """Options of the distance-map losses: the mean over classes and the pixel spacing."""
+
+    include_background: bool = Field(
+        True, description="multiclass only: False leaves class 0 out of the mean over classes."
+    )
+    class_weights: list[float] | None = Field(
+        None,
+        description="Weight of each class in the mean over classes (multiclass/multilabel), each >= 0.",
+        json_schema_extra=per_class(),
+    )
+    spacing: list[float] | None = Field(
+        None,
+        description="Pixel/voxel size per spatial axis for the distance maps (scipy's sampling), each > 0; "
+        "None: 1 on every axis.",
+    )
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights_ok(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("class_weights must not be empty")
+        if any(w < 0 or not math.isfinite(w) for w in v):
+            raise ValueError(f"class_weights must be finite and >= 0 (got {v})")
+        if sum(v) <= 0:
+            raise ValueError(f"class_weights must not all be 0 (got {v})")
+        return v
+
+    @field_validator("spacing")
+    @classmethod
+    def _spacing_ok(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        if not 1 <= len(v) <= 3:
+            raise ValueError(f"spacing must give one length per spatial axis (1 to 3 of them; got {v})")
+        if any(s <= 0 or not math.isfinite(s) for s in v):
+            raise ValueError(f"spacing must be finite and > 0 on every axis (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_ok(self, info: ValidationInfo) -> DistanceParams:
+        mode = (info.context or {}).get("mode")
+        if mode is None:
+            return self
+        if not self.include_background and mode != "multiclass":
+            raise ValueError(f"include_background=False needs mode='multiclass' (got mode='{mode}')")
+        if self.class_weights is not None and mode == "binary":
+            raise ValueError("class_weights needs mode='multiclass' or 'multilabel' (binary has one class)")
+        return self
+
+
+class SurfaceParams(DistanceParams):
+    """Kervadec's surface loss has no hyperparameters of its own."""
+
+
+def check_spacing(name: str, inp: Inputs, params: DistanceParams) -> tuple[float, ...] | None:
+    """``params.spacing`` as a tuple, after checking it has one entry per spatial axis (``InputError``)."""
+    if params.spacing is None:
+        return None
+    nd = len(inp.spatial_dims)
+    if len(params.spacing) != nd:
+        raise InputError(
+            f"{inp.mode}: {name}: spacing has {len(params.spacing)} entries but the logits "
+            f"{tuple(inp.logits.shape)} have {nd} spatial axes; give one length per axis"
+        )
+    return tuple(params.spacing)
+
+
+def pixel_mean_per_class(inp: Inputs, loss: Tensor) -> Tensor:
+    """Mean of a per-element loss (N, C, *S) over the valid pixels of each sample and class: (N, C).
+
+    Without a mask, the plain mean over the spatial axes (MONAI's normalisation); with one, the
+    mask-weighted mean, 0 for a (sample, class) without valid pixels.
+    """
+    dims = inp.spatial_dims
+    if inp.mask is None:
+        return loss.mean(dim=dims)
+    m = inp.mask
+    total = (loss * m).sum(dim=dims)
+    count = m.expand_as(loss).sum(dim=dims) if m.shape != loss.shape else m.sum(dim=dims)
+    return total / count.clamp_min(1e-12) * (count > 0)
+
+
+def surface(inp: Inputs, params: SurfaceParams) -> Tensor:
+    """Kervadec's surface loss from normalised inputs; a 0-dim tensor (see the module docstring)."""
+    phi = signed_distance_map(inp, check_spacing("surface", inp, params), "surface")
+    return inp.class_mean(pixel_mean_per_class(inp, inp.prob * phi), params)
+
+
+def surface_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
+    """Surface loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
+    return functional_loss("surface", surface, SurfaceParams, MODES, logits, target, mode=mode, **kwargs)
+
+
+@hookimpl
+def register_losses(register: Any) -> None:
+    register("surface", surface, params=SurfaceParams, modes=MODES, aliases=("kervadec",),
+             summary="Kervadec's boundary loss: mean(p * signed distance of the target), as MONAI BoundaryLoss")
