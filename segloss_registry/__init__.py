@@ -23,7 +23,7 @@ from ._errors import (
 from ._functional import functional_loss
 from ._hookspecs import hookimpl
 from ._inputs import InputOptions, Inputs, safe_ratio
-from ._params import LossParams, NoParams, RegionParams, per_class
+from ._params import LossParams, NoParams, RegionParams, check_class_mean_mode, check_class_weights, per_class
 from ._registry import LossInfo, PluginInfo, PluginWarning, Registry, get_registry
 
 __version__ = "0.1.0"
@@ -42,6 +42,8 @@ __all__ = [
     "NoParams",
     "RegionParams",
     "per_class",
+    "check_class_weights",
+    "check_class_mean_mode",
     "LossInfo",
     "PluginInfo",
     "Registry",

@@ -31,9 +31,7 @@ from torch import Tensor
 
 from ._errors import InputError
 
-__all__ = ["CHECKS", "value_counts", "raise_for_counts", "widen", "PendingCheck", "CheckMode"]
-
-CheckMode = str  # "auto" | "always" | "deferred" | "first" | "never"
+__all__ = ["CHECKS", "value_counts", "quick_check", "raise_for_counts", "widen", "PendingCheck"]
 
 CHECKS = (
     "nan_logits",

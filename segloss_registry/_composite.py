@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import itertools
 import math
 import warnings
@@ -583,15 +582,7 @@ def _apply_params(
     mode: str,
 ) -> list[Term]:
     keys = _keys(raw)
-    aliases = {key: {key, r.info.name, r.written, *r.info.aliases} for key, r in zip(keys, raw)}
-
-    def match(name: str, what: str) -> list[int]:
-        hits = [i for i, key in enumerate(keys) if name == key or (name in aliases[key] and keys.count(key) == 1)]
-        if not hits:
-            raise LossConfigError(f"build_loss: {what} names '{name}', which is not a term{did_you_mean(name, keys)}; "
-                                  f"terms: {', '.join(keys)}")
-        return hits[:1] if name in keys else hits
-
+    match = _term_matcher(keys, [{r.info.name, r.written, *r.info.aliases} for r in raw], "build_loss")
     final_w = _resolve_weights(keys, [r.info for r in raw], weights, [r.weight for r in raw], match=match)
 
     values: list[dict[str, Any]] = [dict(r.params) for r in raw]
@@ -648,14 +639,7 @@ def _resolve_weights(keys: list[str], infos: list[LossInfo], weights: Any, curre
     error; ``replace=True`` (``set_weights``): the new weights replace the current ones.
     """
     if match is None:
-        aliases = {key: {key, info.name, *info.aliases} for key, info in zip(keys, infos)}
-
-        def match(name: str, what: str) -> list[int]:
-            hits = [i for i, key in enumerate(keys) if name == key or (name in aliases[key] and keys.count(key) == 1)]
-            if not hits:
-                raise LossConfigError(f"set_weights: '{name}' is not a term{did_you_mean(name, keys)}; "
-                                      f"terms: {', '.join(keys)}")
-            return hits[:1] if name in keys else hits
+        match = _term_matcher(keys, [{info.name, *info.aliases} for info in infos], "set_weights")
 
     w: list[float | None] = list(current)
     where = "set_weights" if replace else "build_loss"
@@ -684,3 +668,19 @@ def _resolve_weights(keys: list[str], infos: list[LossInfo], weights: Any, curre
     if not any(out):
         raise LossConfigError(f"{where}: all weights are 0 ({', '.join(keys)}); at least one must be > 0")
     return out
+
+
+def _term_matcher(keys: list[str], names: list[set[str]], where: str) -> Any:
+    """``match(name, what)``: the indices of the terms ``name`` picks (a term key, or a loss name or
+    alias shared by those terms); ``LossConfigError`` with a did-you-mean when it picks none."""
+    aliases = {key: {key, *n} for key, n in zip(keys, names)}
+
+    def match(name: str, what: str) -> list[int]:
+        hits = [i for i, key in enumerate(keys) if name == key or name in aliases[key]]
+        if not hits:
+            head = (f"build_loss: {what} names '{name}', which is not a term" if where == "build_loss"
+                    else f"{where}: '{name}' is not a term")
+            raise LossConfigError(f"{head}{did_you_mean(name, keys)}; terms: {', '.join(keys)}")
+        return hits[:1] if name in keys else hits
+
+    return match

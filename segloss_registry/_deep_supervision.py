@@ -16,7 +16,6 @@ level size is one more shape for ``torch.compile``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 

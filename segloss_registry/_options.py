@@ -43,9 +43,6 @@ def plain(value: Any) -> Any:
         return {plain(k) if not isinstance(k, str) else k: plain(v) for k, v in value.items()}
     if isinstance(value, Sequence):
         return [plain(v) for v in value]
-    mapping_like = getattr(value, "items", None)
-    if callable(mapping_like) and type(value).__name__ == "DictConfig":  # pragma: no cover - OmegaConf is a Mapping
-        return {k: plain(v) for k, v in mapping_like()}
     return value
 
 

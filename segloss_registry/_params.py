@@ -22,6 +22,8 @@ __all__ = [
     "odd_int",
     "per_class",
     "per_class_fields",
+    "check_class_weights",
+    "check_class_mean_mode",
 ]
 
 Mode = Literal["binary", "multiclass", "multilabel"]
@@ -87,15 +89,7 @@ class RegionParams(LossParams):
     @field_validator("class_weights")
     @classmethod
     def _weights_ok(cls, v: list[float] | None) -> list[float] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("class_weights must not be empty")
-        if any(w < 0 or not math.isfinite(w) for w in v):
-            raise ValueError(f"class_weights must be finite and >= 0 (got {v})")
-        if sum(v) <= 0:
-            raise ValueError(f"class_weights must not all be 0 (got {v})")
-        return v
+        return check_class_weights(v)
 
     @model_validator(mode="after")
     def _mode_ok(self, info: ValidationInfo) -> "RegionParams":
@@ -105,14 +99,31 @@ class RegionParams(LossParams):
                 "use sync='local' (with equal shard sizes DDP's gradient averaging already gives the gradient "
                 "of the mean over all images), or per_image=False for statistics over the global batch"
             )
-        mode = (info.context or {}).get("mode")
-        if mode is None:
-            return self
-        if not self.include_background and mode != "multiclass":
-            raise ValueError(f"include_background=False needs mode='multiclass' (got mode='{mode}')")
-        if self.class_weights is not None and mode == "binary":
-            raise ValueError("class_weights needs mode='multiclass' or 'multilabel' (binary has one class)")
+        check_class_mean_mode(self.include_background, self.class_weights, (info.context or {}).get("mode"))
         return self
+
+
+def check_class_weights(v: list[float] | None) -> list[float] | None:
+    """The rule of a ``class_weights`` field (the mean over classes): non-empty, finite, >= 0, not all 0."""
+    if v is None:
+        return v
+    if not v:
+        raise ValueError("class_weights must not be empty")
+    if any(w < 0 or not math.isfinite(w) for w in v):
+        raise ValueError(f"class_weights must be finite and >= 0 (got {v})")
+    if sum(v) <= 0:
+        raise ValueError(f"class_weights must not all be 0 (got {v})")
+    return v
+
+
+def check_class_mean_mode(include_background: bool, class_weights: list[float] | None, mode: str | None) -> None:
+    """The mode rules of the class-mean options (``inp.class_mean``); ``mode`` None: not known yet."""
+    if mode is None:
+        return
+    if not include_background and mode != "multiclass":
+        raise ValueError(f"include_background=False needs mode='multiclass' (got mode='{mode}')")
+    if class_weights is not None and mode == "binary":
+        raise ValueError("class_weights needs mode='multiclass' or 'multilabel' (binary has one class)")
 
 
 def odd_int(name: str, v: int) -> int:

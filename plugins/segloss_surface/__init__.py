@@ -42,6 +42,8 @@ from segloss_registry import (
     InputError,
     Inputs,
     LossParams,
+    check_class_mean_mode,
+    check_class_weights,
     functional_loss,
     hookimpl,
     per_class,
@@ -73,15 +75,7 @@ class DistanceParams(LossParams):
     @field_validator("class_weights")
     @classmethod
     def _weights_ok(cls, v: list[float] | None) -> list[float] | None:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("class_weights must not be empty")
-        if any(w < 0 or not math.isfinite(w) for w in v):
-            raise ValueError(f"class_weights must be finite and >= 0 (got {v})")
-        if sum(v) <= 0:
-            raise ValueError(f"class_weights must not all be 0 (got {v})")
-        return v
+        return check_class_weights(v)
 
     @field_validator("spacing")
     @classmethod
@@ -96,13 +90,7 @@ class DistanceParams(LossParams):
 
     @model_validator(mode="after")
     def _mode_ok(self, info: ValidationInfo) -> DistanceParams:
-        mode = (info.context or {}).get("mode")
-        if mode is None:
-            return self
-        if not self.include_background and mode != "multiclass":
-            raise ValueError(f"include_background=False needs mode='multiclass' (got mode='{mode}')")
-        if self.class_weights is not None and mode == "binary":
-            raise ValueError("class_weights needs mode='multiclass' or 'multilabel' (binary has one class)")
+        check_class_mean_mode(self.include_background, self.class_weights, (info.context or {}).get("mode"))
         return self
 
 
