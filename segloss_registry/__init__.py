@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._declare import Loss, Recipe, losses_hook
 from ._describe import describe
 from ._composite import CompileWarning, CompositeLoss, Term, build_loss
 from ._errors import (
@@ -21,7 +22,7 @@ from ._errors import (
     UnknownLossError,
 )
 from ._functional import functional_loss
-from ._hookspecs import hookimpl
+from ._hookspecs import Register, RegisterPeer, hookimpl
 from ._inputs import InputOptions, Inputs, safe_ratio
 from ._params import LossParams, NoParams, RegionParams, check_class_mean_mode, check_class_weights, per_class
 from ._registry import LossInfo, PluginInfo, PluginWarning, Registry, get_registry
@@ -34,6 +35,11 @@ __all__ = [
     "describe_loss",
     "list_plugins",
     "hookimpl",
+    "Loss",
+    "Recipe",
+    "losses_hook",
+    "Register",
+    "RegisterPeer",
     "CompositeLoss",
     "Term",
     "Inputs",

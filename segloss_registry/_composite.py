@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from . import _compile
 from ._checks import PendingCheck, quick_check, raise_for_counts, value_counts
 from ._errors import InputError, LossConfigError, PluginError, SeglossError, did_you_mean
+from ._functional import mode_problem
 from ._inputs import InputOptions, Inputs, check_inputs, compact_ids, no_autocast, normalise
 from ._options import OPTION_NAMES, CheckInputs, CompileMode, LossOptions, Mode, plain
 from ._params import LossParams, per_class_fields, validate_params
@@ -615,10 +616,7 @@ def _apply_params(
     terms: list[Term] = []
     for key, r, weight, vals in zip(keys, raw, final_w, values):
         if mode not in r.info.modes:
-            problems.append(
-                f"{key}: not defined for mode '{mode}'; it supports {', '.join(r.info.modes)}"
-                + ("; use 'bce' for binary and multilabel targets" if r.info.name == "ce" else "")
-            )
+            problems.append(mode_problem(key, mode, r.info.modes, r.info.hints))
             continue
         try:
             validated = validate_params(key, r.info.params, vals, mode)

@@ -44,6 +44,7 @@ class LossInfo:
     modes: tuple[str, ...] = MODES
     dims: tuple[int, ...] = (1, 2, 3)
     recipe: str | None = None
+    hints: Mapping[str, str] = field(default_factory=dict, hash=False)  # unsupported mode -> advice
     distribution: str | None = None
     version: str | None = None
 
@@ -403,9 +404,10 @@ class _Register:
         summary: str = "",
         modes: Sequence[str] = MODES,
         dims: Sequence[int] = (1, 2, 3),
+        hints: Mapping[str, str] | None = None,
     ) -> None:
         """Register loss ``name`` computed by ``fn(inputs, params)``; a spec string makes a named recipe."""
-        problem = self._check(name, fn, params, aliases, modes, dims)
+        problem = self._check(name, fn, params, aliases, modes, dims) or _check_hints(hints)
         if problem:
             self._registry._problem(self._info, f"loss {name!r} was not registered: {problem}")
             return
@@ -423,6 +425,7 @@ class _Register:
                 modes=tuple(modes),
                 dims=tuple(sorted(dims)),
                 recipe=recipe,
+                hints=dict(hints or {}),
                 distribution=self._info.distribution,
                 version=self._info.version,
             )
@@ -464,6 +467,14 @@ class _Register:
             if n in taken:
                 return f"'{n}' is registered twice by this plugin"
         return None
+
+
+def _check_hints(hints: Any) -> str | None:
+    if hints is None:
+        return None
+    if not isinstance(hints, Mapping) or not all(k in MODES and isinstance(v, str) for k, v in hints.items()):
+        return f"hints must map modes ({', '.join(MODES)}) to advice strings (got {hints!r})"
+    return None
 
 
 def _foreign_module(ep: Any, distribution: str | None, providers: Mapping[str, list[str]]) -> str | None:
