@@ -18,10 +18,10 @@ from . import _compile
 from ._checks import PendingCheck, quick_check, raise_for_counts, value_counts
 from ._errors import InputError, LossConfigError, PluginError, SeglossError, did_you_mean
 from ._functional import mode_problem
-from ._inputs import InputOptions, Inputs, check_inputs, compact_ids, no_autocast, normalise
+from ._inputs import Inputs, check_inputs, compact_ids, no_autocast, normalise
 from ._options import OPTION_NAMES, CheckInputs, CompileMode, LossOptions, Mode, plain
 from ._params import LossParams, per_class_fields, validate_params
-from ._registry import LossInfo, Registry, get_registry
+from ._registry import LossInfo, RecipeInfo, Registry, get_registry
 from ._spec import TermSpec, format_term, parse_spec, to_terms
 from .distributed import require_process_group
 
@@ -104,7 +104,7 @@ class CompositeLoss(nn.Module):
         super().__init__()
         self.terms: tuple[Term, ...] = tuple(terms)
         self.settings = options
-        self.options = InputOptions(options.mode, options.from_logits, options.ignore_index)
+        self.options = options.inputs
         self.last_terms: dict[str, Tensor] = {}
         self._dims = set.intersection(*(set(t.info.dims) for t in self.terms))
         self._global_sync = any(getattr(t.params, "sync", "local") == "global" for t in self.terms)
@@ -154,9 +154,9 @@ class CompositeLoss(nn.Module):
                     before = _versions(inp, raw) if verify else None
                     if labels:
                         with torch.profiler.record_function(f"segloss/{key}"):
-                            value = info.fn(inp, params)  # type: ignore[misc]
+                            value = info.fn(inp, params)
                     else:
-                        value = info.fn(inp, params)  # type: ignore[misc]
+                        value = info.fn(inp, params)
                     values.append(_check_output(value, info, key, inp.logits).to(inp.logits.dtype))
                     if before is not None:
                         changed = [n for n, t, v in before if t._version != v]
@@ -542,12 +542,12 @@ def _expand_recipes(terms: list[TermSpec], reg: Registry, depth: int = 0) -> lis
     out: list[_RawTerm] = []
     for t in terms:
         info = reg.resolve(t.name)
-        if info.recipe is None:
+        if not isinstance(info, RecipeInfo):
             out.append(_RawTerm(info, t.weight, dict(t.params), t.name))
             continue
         if depth > 8:
             raise LossConfigError(f"recipe '{info.name}' expands into itself")
-        inner = _expand_recipes(parse_spec(info.recipe), reg, depth + 1)
+        inner = _expand_recipes(parse_spec(info.spec), reg, depth + 1)
         if t.params:
             for k in t.params:
                 if not any(k in r.info.params.model_fields for r in inner):
@@ -582,39 +582,61 @@ def _apply_params(
     kwargs: dict[str, Any],
     mode: str,
 ) -> list[Term]:
+    """The validated terms: weights resolved, ``params=`` and keyword parameters given to their terms."""
     keys = _keys(raw)
     match = _term_matcher(keys, [{r.info.name, r.written, *r.info.aliases} for r in raw], "build_loss")
     final_w = _resolve_weights(keys, [r.info for r in raw], weights, [r.weight for r in raw], match=match)
+    values = _ParamValues(keys, [dict(r.params) for r in raw])
+    values.add_params(params, match)
+    values.add_keywords(kwargs, raw)
+    return _validated_terms(keys, raw, final_w, values.values, mode)
 
-    values: list[dict[str, Any]] = [dict(r.params) for r in raw]
 
-    def put(i: int, k: str, v: Any, source: str) -> None:
-        if k in values[i] and values[i][k] != v:
-            raise LossConfigError(f"{keys[i]}: {k} given twice ({values[i][k]!r} and {v!r} from {source}); keep one")
-        values[i][k] = v
+@dataclass
+class _ParamValues:
+    """The raw parameter values of each term, from the spec, ``params=`` and keywords; a value given
+    twice with two different values is an error."""
 
-    if params is not None and not isinstance(params, Mapping):
-        raise LossConfigError(f"build_loss: params must be a dict of per-term dicts (got {type(params).__name__})")
-    for name, p in (params or {}).items():
-        if not isinstance(p, Mapping):
-            raise LossConfigError(f"build_loss: params['{name}'] must be a dict (got {type(p).__name__})")
-        for i in match(str(name), "params"):
-            for k, v in p.items():
-                put(i, k, v, "params=")
-    for k, v in kwargs.items():
-        takers = [i for i, r in enumerate(raw) if k in r.info.params.model_fields]
-        if not takers:
-            fields = sorted({f for r in raw for f in r.info.params.model_fields} | set(OPTION_NAMES))
+    keys: list[str]
+    values: list[dict[str, Any]]
+
+    def put(self, i: int, k: str, v: Any, source: str) -> None:
+        if k in self.values[i] and self.values[i][k] != v:
             raise LossConfigError(
-                f"build_loss: no term accepts '{k}'{did_you_mean(k, fields)} (terms: {', '.join(keys)}); "
-                f"accepted: {', '.join(fields)}"
+                f"{self.keys[i]}: {k} given twice ({self.values[i][k]!r} and {v!r} from {source}); keep one"
             )
-        for i in takers:
-            put(i, k, v, "a keyword")
+        self.values[i][k] = v
 
+    def add_params(self, params: Any, match: Any) -> None:
+        if params is not None and not isinstance(params, Mapping):
+            raise LossConfigError(f"build_loss: params must be a dict of per-term dicts (got {type(params).__name__})")
+        for name, p in (params or {}).items():
+            if not isinstance(p, Mapping):
+                raise LossConfigError(f"build_loss: params['{name}'] must be a dict (got {type(p).__name__})")
+            for i in match(str(name), "params"):
+                for k, v in p.items():
+                    self.put(i, k, v, "params=")
+
+    def add_keywords(self, kwargs: Mapping[str, Any], raw: list[_RawTerm]) -> None:
+        """A keyword goes to every term whose params model has that field."""
+        for k, v in kwargs.items():
+            takers = [i for i, r in enumerate(raw) if k in r.info.params.model_fields]
+            if not takers:
+                fields = sorted({f for r in raw for f in r.info.params.model_fields} | set(OPTION_NAMES))
+                raise LossConfigError(
+                    f"build_loss: no term accepts '{k}'{did_you_mean(k, fields)} (terms: {', '.join(self.keys)}); "
+                    f"accepted: {', '.join(fields)}"
+                )
+            for i in takers:
+                self.put(i, k, v, "a keyword")
+
+
+def _validated_terms(keys: list[str], raw: list[_RawTerm], weights: list[float], values: list[dict[str, Any]],
+                     mode: str) -> list[Term]:
+    """Each term's params validated for ``mode``; every problem of every term in one error."""
     problems: list[str] = []
     terms: list[Term] = []
-    for key, r, weight, vals in zip(keys, raw, final_w, values):
+    for key, r, weight, vals in zip(keys, raw, weights, values):
         if mode not in r.info.modes:
             problems.append(mode_problem(key, mode, r.info.modes, r.info.hints))
             continue

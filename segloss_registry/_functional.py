@@ -8,16 +8,27 @@ from typing import Any
 from torch import Tensor
 
 from ._errors import InputError, LossConfigError, did_you_mean
-from ._inputs import InputOptions, check_inputs, no_autocast, normalise
-from ._params import MODES, LossParams, validate_params
+from ._inputs import check_inputs, no_autocast, normalise
+from ._options import LossOptions
+from ._params import MODES, LossParams, per_class_fields, validate_params
 
-__all__ = ["functional_loss", "mode_problem"]
+__all__ = ["check_per_class", "functional_loss", "mode_problem"]
 
 
 def mode_problem(name: str, mode: str, modes: Sequence[str], hints: Mapping[str, str] | None) -> str:
     """The one-line error for a loss used in a mode it does not support, with the plugin's advice."""
     hint = (hints or {}).get(mode)
     return f"{name}: not defined for mode '{mode}'; it supports {', '.join(modes)}" + (f"; {hint}" if hint else "")
+
+
+def check_per_class(name: str, params: LossParams, mode: str, logits: Tensor) -> None:
+    """Every list in a ``per_class()`` field of ``params`` has one entry per class (C; 1 in binary mode)."""
+    C = 1 if mode == "binary" else logits.shape[1]
+    for field in per_class_fields(type(params)):
+        value = getattr(params, field, None)
+        if isinstance(value, list) and len(value) != C:
+            raise InputError(f"{mode}: {name}: {field} has {len(value)} entries but the logits "
+                             f"{tuple(logits.shape)} have C = {C}; give one per class")
 
 
 def functional_loss(
@@ -37,15 +48,14 @@ def functional_loss(
     **params: Any,
 ) -> Tensor:
     """Validate ``params``, check and normalise the inputs, and compute ``fn`` eagerly."""
-    if mode not in MODES:
-        raise LossConfigError(f"{name}: mode must be one of {', '.join(MODES)}{did_you_mean(str(mode), MODES)} (got {mode!r})")
+    opts = LossOptions.build({"mode": mode, "from_logits": from_logits, "ignore_index": ignore_index}, name).inputs
     if mode not in modes:
         raise LossConfigError(mode_problem(name, mode, modes, hints))
     p = validate_params(name, params_model, params, mode)
-    opts = InputOptions(mode, from_logits, ignore_index)
     ndim = check_inputs(logits, target, opts, values=check_values)
     if ndim not in dims:
-        raise InputError(f"{name}: defined for {' or '.join(f'{d}D' for d in sorted(dims))} inputs, got {ndim}D "
+        raise InputError(f"{name}: defined for {' and '.join(f'{d}D' for d in sorted(dims))} inputs, got {ndim}D "
                          f"(logits {tuple(logits.shape)})")
+    check_per_class(name, p, opts.mode, logits)
     with no_autocast(logits.device.type):
         return fn(normalise(logits, target, opts), p)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ._checks import widen
 from ._errors import InputError, LossConfigError
+from ._options import InputOptions
 from .distributed import sync_sum
 
 __all__ = ["InputOptions", "Inputs", "check_inputs", "compact_ids", "normalise", "safe_ratio"]
@@ -29,13 +30,6 @@ CheckInputs = Literal["first", "always", "never"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class InputOptions:
-    """The options common to every term of a loss."""
-
-    mode: str = "binary"
-    from_logits: bool = True
-    ignore_index: int | None = None
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:

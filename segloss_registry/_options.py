@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -44,6 +45,17 @@ def plain(value: Any) -> Any:
     if isinstance(value, Sequence):
         return [plain(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """The input view of ``LossOptions`` (what the input checks and the normalisation read): a plain
+    frozen dataclass, so that a compiled graph guards on three constants. Built by
+    ``LossOptions.inputs``; not validated by itself."""
+
+    mode: str = "binary"
+    from_logits: bool = True
+    ignore_index: int | None = None
 
 
 class LossOptions(BaseModel):
@@ -115,12 +127,17 @@ class LossOptions(BaseModel):
         return tuple(check_level_weights(v))
 
     @classmethod
-    def build(cls, values: Mapping[str, Any]) -> LossOptions:
-        """Validate ``values``; raise ``LossConfigError`` with one line per problem."""
+    def build(cls, values: Mapping[str, Any], where: str = "build_loss") -> LossOptions:
+        """Validate ``values``; raise ``LossConfigError`` with one line per problem, prefixed by ``where``."""
         try:
             return cls.model_validate(dict(values))
         except ValidationError as err:
-            raise LossConfigError(format_validation_error("build_loss", err, list(cls.model_fields))) from None
+            raise LossConfigError(format_validation_error(where, err, list(cls.model_fields))) from None
+
+    @property
+    def inputs(self) -> InputOptions:
+        """What the input checks and ``normalise`` need (mode, from_logits, ignore_index)."""
+        return InputOptions(self.mode, self.from_logits, self.ignore_index)
 
     def dump(self) -> dict[str, Any]:
         """The options as ``config()`` writes them (plain JSON values)."""

@@ -30,7 +30,7 @@ def _fail(spec: str, why: str, col: int | None = None) -> SpecSyntaxError:
     where = f" at column {col + 1}" if col is not None else ""
     return SpecSyntaxError(
         f"cannot parse loss spec {spec!r}: {why}{where}; expected terms like "
-        f"'bce + 0.5*dice(smooth=0)' or 'plugin:name'"
+        f"'name + 0.5*other(param=1)' or 'plugin:name' (`segloss list` shows the names)"
     )
 
 
@@ -125,7 +125,8 @@ def _terms(node: ast.AST, spec: str, factor: float, explicit: bool) -> list[Term
     target = node
     if isinstance(node, ast.Call):
         if node.args:
-            raise _fail(spec, "arguments must be keywords, e.g. dice(smooth=0)", col)
+            callee = ast.unparse(node.func) if isinstance(node.func, (ast.Name, ast.Attribute)) else "loss"
+            raise _fail(spec, f"arguments must be keywords, e.g. {callee}(name=value)", col)
         for kw in node.keywords:
             if kw.arg is None:
                 raise _fail(spec, "'**' is not allowed", col)
