@@ -10,8 +10,8 @@ the same), done by indexing, so class ids stay integers, bool stays bool and
 ``ignore_index`` values survive. Default weights: ``1, 1/2, 1/4, ...``; every set of weights,
 the default or written out by the caller, is normalised to sum 1 (the loss keeps the scale of a
 single-level loss, as nnU-Net's deep supervision does; MONAI's ``DeepSupervisionLoss`` does not
-normalise, so its value is ours times the sum of the weights). Each level runs the criterion's own forward (compiled or eager; every
-level size is one more shape for ``torch.compile``).
+normalise, so its value is ours times the sum of the weights). Each level runs the criterion's own
+forward (compiled or eager; every level size is one more shape for ``torch.compile``).
 """
 
 from __future__ import annotations
@@ -42,8 +42,11 @@ def level_weights(n: int, weights: Sequence[float] | None) -> list[float]:
     loss the same scale as the defaults (``[1, 0.5, 0.25]`` is the default for three levels)."""
     if weights is None:
         return default_level_weights(n)
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, Tensor)) and not hasattr(weights, "tolist"):
-        raise LossConfigError(f"deep supervision: level_weights must be a list of numbers (got {type(weights).__name__})")
+    listlike = isinstance(weights, (Sequence, Tensor)) or hasattr(weights, "tolist")
+    if isinstance(weights, (str, bytes)) or not listlike:
+        raise LossConfigError(
+            f"deep supervision: level_weights must be a list of numbers (got {type(weights).__name__})"
+        )
     try:
         values = check_level_weights(plain(weights), n)
     except ValueError as exc:

@@ -8,7 +8,7 @@ from pydantic import TypeAdapter
 from pydantic.fields import FieldInfo
 
 from ._params import per_class_fields
-from ._registry import LossInfo
+from ._registry import RecipeInfo, Registered
 
 __all__ = ["describe"]
 
@@ -16,7 +16,7 @@ _RULE_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enu
 _METADATA_RULES = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
 
 
-def describe(info: LossInfo) -> dict[str, Any]:
+def describe(info: Registered) -> dict[str, Any]:
     """Name, plugin, modes, summary and the parameters (type, default, rule) of one loss, JSON-able.
 
     A field that has no JSON schema (a ``torch.Tensor``) or no default is described as far as it
@@ -33,8 +33,8 @@ def describe(info: LossInfo) -> dict[str, Any]:
         "modes": list(info.modes),
         "dims": list(info.dims),
     }
-    if info.recipe is not None:
-        out.update(recipe=info.recipe, parameters={}, schema=None, not_described=[])
+    if isinstance(info, RecipeInfo):
+        out.update(recipe=info.spec, parameters={}, schema=None, not_described=[])
         return out
     try:
         schema: dict[str, Any] | None = info.params.model_json_schema()

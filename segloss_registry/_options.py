@@ -155,7 +155,9 @@ def check_level_weights(values: Sequence[Any], n: int | None = None) -> list[flo
         try:
             out.append(float(w))
         except OverflowError:
-            raise ValueError(f"level_weights must be finite and >= 0 (got an int of {int(w).bit_length()} bits)") from None
+            raise ValueError(
+                f"level_weights must be finite and >= 0 (got an int of {int(w).bit_length()} bits)"
+            ) from None
     if n is not None and len(out) != n:
         raise ValueError(f"{len(out)} level_weights for {n} levels of logits; give one weight per level")
     if not out:

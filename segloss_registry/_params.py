@@ -6,8 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic import ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ._errors import LossConfigError, did_you_mean
 
@@ -92,7 +91,7 @@ class RegionParams(LossParams):
         return check_class_weights(v)
 
     @model_validator(mode="after")
-    def _mode_ok(self, info: ValidationInfo) -> "RegionParams":
+    def _mode_ok(self, info: ValidationInfo) -> RegionParams:
         if self.per_image and self.sync == "global":
             raise ValueError(
                 "per_image=True with sync='global' is not supported: per-image statistics need no all-reduce; "
@@ -105,14 +104,8 @@ class RegionParams(LossParams):
 
 def check_class_weights(v: list[float] | None) -> list[float] | None:
     """The rule of a ``class_weights`` field (the mean over classes): non-empty, finite, >= 0, not all 0."""
-    if v is None:
-        return v
-    if not v:
-        raise ValueError("class_weights must not be empty")
-    if any(w < 0 or not math.isfinite(w) for w in v):
-        raise ValueError(f"class_weights must be finite and >= 0 (got {v})")
-    if sum(v) <= 0:
-        raise ValueError(f"class_weights must not all be 0 (got {v})")
+    if v is not None and (not v or any(w < 0 or not math.isfinite(w) for w in v) or sum(v) <= 0):
+        raise ValueError(f"class_weights must be a non-empty list of finite values >= 0, not all 0 (got {v})")
     return v
 
 
@@ -124,9 +117,13 @@ def check_class_mean_mode(include_background: bool, class_weights: list[float] |
         raise ValueError(f"include_background=False needs mode='multiclass' (got mode='{mode}')")
     if class_weights is not None and mode == "binary":
         raise ValueError("class_weights needs mode='multiclass' or 'multilabel' (binary has one class)")
+    if class_weights is not None and not include_background and sum(class_weights[1:]) <= 0:
+        raise ValueError(f"class_weights must not all be 0 outside class 0 with include_background=False "
+                         f"(got {class_weights})")
 
 
 def odd_int(name: str, v: int) -> int:
+    """The rule of a pool or kernel size field: an odd integer >= 1 (``field_validator`` helper)."""
     if v < 1 or v % 2 == 0:
         raise ValueError(f"{name} must be an odd integer >= 1 (got {v})")
     return v

@@ -13,15 +13,22 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pluggy
 
 from . import _hookspecs
 from ._errors import AmbiguousLossError, PluginError, UnknownLossError, did_you_mean
-from ._params import MODES, LossParams
+from ._params import MODES, LossParams, NoParams
 
-__all__ = ["LossInfo", "PluginInfo", "Registry", "PluginWarning", "get_registry", "natural_key"]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ._inputs import Inputs
+
+__all__ = [
+    "LossInfo", "RecipeInfo", "Registered", "PluginInfo", "Registry", "PluginWarning", "get_registry", "natural_key",
+]
 
 ENTRY_POINT_GROUP = "segloss_registry"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -32,25 +39,54 @@ class PluginWarning(UserWarning):
 
 
 @dataclass(frozen=True)
-class LossInfo:
-    """One registered loss (or named recipe of losses)."""
+class _Registered:
+    """What a loss and a recipe both have: names, where they come from, what they support."""
 
     name: str
     plugin: str
-    fn: Callable[..., Any] | None
-    params: type[LossParams]
-    aliases: tuple[str, ...] = ()
-    summary: str = ""
-    modes: tuple[str, ...] = MODES
-    dims: tuple[int, ...] = (1, 2, 3)
-    recipe: str | None = None
-    hints: Mapping[str, str] = field(default_factory=dict, hash=False)  # unsupported mode -> advice
-    distribution: str | None = None
-    version: str | None = None
+    aliases: tuple[str, ...] = field(default=(), kw_only=True)
+    summary: str = field(default="", kw_only=True)
+    modes: tuple[str, ...] = field(default=MODES, kw_only=True)
+    dims: tuple[int, ...] = field(default=(1, 2, 3), kw_only=True)
+    hints: Mapping[str, str] = field(default_factory=dict, hash=False, kw_only=True)  # unsupported mode -> advice
+    distribution: str | None = field(default=None, kw_only=True)
+    version: str | None = field(default=None, kw_only=True)
 
     @property
     def qualified_name(self) -> str:
         return f"{self.plugin}:{self.name}"
+
+
+@dataclass(frozen=True)
+class LossInfo(_Registered):
+    """One registered loss: ``fn(inputs, params)`` computes it from the normalised ``Inputs`` and
+    a validated instance of ``params``."""
+
+    fn: Callable[[Inputs, Any], Tensor]
+    params: type[LossParams]
+    recipe: ClassVar[None] = None  # a loss is no recipe: ``info.recipe is None`` tells the two apart
+
+
+@dataclass(frozen=True)
+class RecipeInfo(_Registered):
+    """One registered recipe: a name for the spec string ``spec`` (``dice_bce`` = ``"bce+dice"``),
+    expanded into its terms when a loss is built. Its ``modes`` and ``dims`` are those all its
+    terms support."""
+
+    spec: str
+
+    @property
+    def recipe(self) -> str:
+        """The spec string (the name ``LossInfo.recipe`` had before recipes were their own type)."""
+        return self.spec
+
+    @property
+    def params(self) -> type[LossParams]:
+        """A recipe has no parameters of its own (keywords go to the terms that accept them)."""
+        return NoParams
+
+
+Registered = LossInfo | RecipeInfo  # what the registry lists and resolves
 
 
 @dataclass
@@ -95,7 +131,7 @@ class Registry:
         self._loading = False
         self._error: PluginError | None = None  # strict mode: raised on every use
         self._plugins: dict[str, PluginInfo] = {}
-        self._losses: dict[str, list[LossInfo]] = {}  # plugin name -> its losses
+        self._losses: dict[str, list[Registered]] = {}  # plugin name -> its losses
         self._warned: set[str] = set()
 
     # -- loading -----------------------------------------------------------------------
@@ -133,21 +169,21 @@ class Registry:
         """A recipe's modes and dims are those that all of its terms support (the intersection)."""
         from ._spec import parse_spec
 
-        for plugin, losses in self._losses.items():
+        for losses in self._losses.values():
             for i, loss in enumerate(losses):
-                if loss.recipe is None:
+                if not isinstance(loss, RecipeInfo):
                     continue
                 modes, dims = set(loss.modes), set(loss.dims)
-                for term in parse_spec(loss.recipe):
+                for term in parse_spec(loss.spec):
                     hits = self._find(term.name)
-                    if len(hits) == 1 and hits[0].recipe is None:
+                    if len(hits) == 1 and isinstance(hits[0], LossInfo):
                         modes &= set(hits[0].modes)
                         dims &= set(hits[0].dims)
                 losses[i] = dataclasses.replace(
                     loss, modes=tuple(m for m in MODES if m in modes), dims=tuple(sorted(dims))
                 )
 
-    def _find(self, name: str) -> list[LossInfo]:
+    def _find(self, name: str) -> list[Registered]:
         key = name.strip().lower()
         if ":" in key:
             plugin, _, short = key.partition(":")
@@ -222,8 +258,8 @@ class Registry:
 
     def _collect(self, info: PluginInfo) -> None:
         impls = [i for i in self._pm.hook.register_losses.get_hookimpls() if i.plugin_name == info.name]
-        found: list[LossInfo] = []
-        if not impls:
+        found: list[Registered] = []
+        if not impls and not any(i.plugin_name == info.name for i in self._pm.hook.register_peers.get_hookimpls()):
             info.status = "failed"
             self._problem(info, "it has no register_losses hook (a function decorated with "
                                 "@segloss_registry.hookimpl), so it registers no loss")
@@ -327,11 +363,16 @@ class Registry:
                 raise
         return sorted(self._plugins.values(), key=lambda p: natural_key(p.name))
 
-    def all_losses(self) -> list[LossInfo]:
+    def peer_hooks(self) -> list[tuple[str, Callable[..., Any]]]:
+        """(plugin name, hook function) of each loaded plugin's ``register_peers`` (``_peers.list_peers``)."""
+        self._ensure_loaded()
+        return [(i.plugin_name, i.function) for i in self._pm.hook.register_peers.get_hookimpls()]
+
+    def all_losses(self) -> list[Registered]:
         self._ensure_loaded()
         return [loss for losses in self._losses.values() for loss in losses]
 
-    def list(self, pattern: str = "*") -> list[LossInfo]:
+    def list(self, pattern: str = "*") -> list[Registered]:
         """Losses whose name or alias matches the wildcard ``pattern``, naturally sorted."""
         pat = pattern.lower()
         hits = [
@@ -341,8 +382,8 @@ class Registry:
         ]
         return sorted(hits, key=lambda loss: (natural_key(loss.name), loss.plugin))
 
-    def resolve(self, name: str) -> LossInfo:
-        """The loss for ``name``, an alias, or a qualified ``plugin:name``."""
+    def resolve(self, name: str) -> Registered:
+        """The loss or recipe for ``name``, an alias, or a qualified ``plugin:name``."""
         self._ensure_loaded()
         if not isinstance(name, str):
             raise UnknownLossError(f"a loss name must be a string (got {name!r})")
@@ -389,7 +430,7 @@ class Registry:
 class _Register:
     """The ``register`` callback handed to one plugin's hook."""
 
-    def __init__(self, registry: Registry, info: PluginInfo, found: list[LossInfo]):
+    def __init__(self, registry: Registry, info: PluginInfo, found: list[Registered]) -> None:
         self._registry = registry
         self._info = info
         self._found = found
@@ -411,25 +452,19 @@ class _Register:
         if problem:
             self._registry._problem(self._info, f"loss {name!r} was not registered: {problem}")
             return
-        recipe = fn if isinstance(fn, str) else None
-        from ._params import NoParams
-
-        self._found.append(
-            LossInfo(
-                name=name,
-                plugin=self._info.name,
-                fn=None if recipe else fn,  # type: ignore[arg-type]
-                params=params or NoParams,
-                aliases=tuple(aliases),
-                summary=summary.strip().splitlines()[0] if summary.strip() else "",
-                modes=tuple(modes),
-                dims=tuple(sorted(dims)),
-                recipe=recipe,
-                hints=dict(hints or {}),
-                distribution=self._info.distribution,
-                version=self._info.version,
-            )
-        )
+        common: dict[str, Any] = {
+            "aliases": tuple(aliases),
+            "summary": summary.strip().splitlines()[0] if summary.strip() else "",
+            "modes": tuple(modes),
+            "dims": tuple(sorted(dims)),
+            "hints": dict(hints or {}),
+            "distribution": self._info.distribution,
+            "version": self._info.version,
+        }
+        if isinstance(fn, str):
+            self._found.append(RecipeInfo(name, self._info.name, spec=fn, **common))
+        else:
+            self._found.append(LossInfo(name, self._info.name, fn=fn, params=params or NoParams, **common))
 
     def _check(self, name: Any, fn: Any, params: Any, aliases: Any, modes: Any, dims: Any) -> str | None:
         if not isinstance(name, str) or not _NAME.match(name):

@@ -126,7 +126,7 @@ def load_scenario(path: str | Path) -> Scenario:
     dtype = data.get("dtype", "float32")
     if dtype not in DTYPES:
         raise SeglossError(f"scenario {path}: dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
-    ints = {k: data[k] for k in ("steps", "warmup") if k in data}
+    ints: dict[str, Any] = {k: data[k] for k in ("steps", "warmup") if k in data}
     ints.update({f"profile_{k}": v for k, v in prof.items()})
     for k, v in ints.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k in ("steps", "profile_active") else 0):

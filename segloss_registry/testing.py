@@ -57,14 +57,18 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
 
 from ._composite import CompileWarning, CompositeLoss, build_loss
 from ._errors import LossConfigError, PluginError
-from ._registry import LossInfo, PluginInfo, Registry, get_registry
+from ._registry import LossInfo, PluginInfo, RecipeInfo, Registry, get_registry
+from ._spec import parse_spec
+
+if TYPE_CHECKING:
+    from ._options import Mode
 
 __all__ = [
     "CHECKS",
@@ -106,36 +110,29 @@ def make_inputs(
     """Random float32 ``(logits, target)`` for ``mode`` with ``dim`` spatial axes.
 
     logits (N, C, *S) = scale * randn; target: binary (N, 1, *S) and multilabel (N, C, *S)
-    0/1 floats, multiclass (N, *S) int64 ids. ``empty``: an all-background target.
+    0/1 floats (40 % foreground), multiclass (N, *S) int64 ids. ``empty``: an all-background
+    target. The shapes of the kit (``BATCH``, ``SPATIAL``) on ``segloss_registry.bench``'s
+    ``make_inputs``, the one generator of random inputs.
     """
-    g = torch.Generator().manual_seed(seed)
+    from .bench.inputs import make_inputs as random_inputs
+
     C = 1 if mode == "binary" else classes
-    shape = (BATCH, C, *SPATIAL[dim])
-    logits = scale * torch.randn(shape, generator=g)
-    if mode == "multiclass":
-        target = torch.randint(0, C, (BATCH, *SPATIAL[dim]), generator=g)
-        if empty:
-            target.zero_()
-    else:
-        target = (torch.rand(shape, generator=g) < 0.4).float()
-        if empty:
-            target.zero_()
-    return logits, target
+    return random_inputs(mode, (BATCH, C, *SPATIAL[dim]), seed=seed, scale=scale, foreground=0.4, empty=empty,
+                         requires_grad=False)
 
 
 # -- helpers -------------------------------------------------------------------------------------
 def _resolve(name: str, registry: Registry | None) -> LossInfo:
     info = (registry or get_registry()).resolve(name)
-    if info.recipe is not None:
-        raise ValueError(
-            f"'{name}' is a recipe ('{info.recipe}'), not a loss; check its terms instead"
-        )
+    if isinstance(info, RecipeInfo):
+        terms = ", ".join(f"check_loss({t.name!r})" for t in parse_spec(info.spec))
+        raise LossConfigError(f"'{name}' is a recipe ('{info.spec}'), not a loss; check its terms instead: {terms}")
     return info
 
 
 def _build(name: str, info: LossInfo, mode: str, params: Mapping[str, Any], registry: Registry | None,
            compile: bool = False, **options: Any) -> CompositeLoss:
-    return build_loss(name, mode=mode, compile=compile, registry=registry, check_inputs="always",
+    return build_loss(name, mode=cast("Mode", mode), compile=compile, registry=registry, check_inputs="always",
                       params={info.name: dict(params)} if params else None, **options)
 
 
@@ -272,7 +269,9 @@ def _check_schema(name: str, info: LossInfo, params: Mapping[str, Any], registry
         schema = info.params.model_json_schema()
         text = json.dumps(schema)
     except Exception as exc:
-        raise AssertionError(f"{what}: {info.params.__name__}.model_json_schema() failed: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError(
+            f"{what}: {info.params.__name__}.model_json_schema() failed: {type(exc).__name__}: {exc}"
+        ) from exc
     if json.loads(text).get("type") != "object":
         raise AssertionError(f"{what}: the schema is not an object schema: {text[:200]}")
     props = schema.get("properties", {})
@@ -309,9 +308,11 @@ def _check_ignore_index(name: str, info: LossInfo, params: Mapping[str, Any], re
         raise AssertionError(f"{what}: the gradient at ignored pixels is {leak:.3g}, expected 0")
     ok, diff = _grad_close(g2[~at], g1[~at], 1e-5)
     if not ok:
-        raise AssertionError(f"{what}: changing the logits at ignored pixels changed the gradient elsewhere by {diff:.3g}")
+        raise AssertionError(
+            f"{what}: changing the logits at ignored pixels changed the gradient elsewhere by {diff:.3g}"
+        )
     all_ignored = torch.full_like(target, IGNORE_INDEX)
-    v0, _ = _value_and_grad(crit, logits, all_ignored, what + " with every pixel ignored")
+    v0 = _value_and_grad(crit, logits, all_ignored, what + " with every pixel ignored")[0]
     if abs(v0.item()) > 1e-6:
         raise AssertionError(f"{what}: with every pixel ignored the loss is {v0.item():.6g}, expected 0")
 
@@ -326,21 +327,21 @@ def _check_half(name: str, info: LossInfo, params: Mapping[str, Any], registry: 
         t = target if mode == "multiclass" else target.to(dtype)
         v_h, g_h = _value_and_grad(crit, x, t, f"{what} {dtype}")
         t32 = target if mode == "multiclass" else t.float()
-        v_f, _ = _value_and_grad(crit, x.float(), t32, f"{what} float32")
-        ok, diff = _close(v_h, v_f, 1e-3, 1e-3)
-        if not ok:
+        v_f = _value_and_grad(crit, x.float(), t32, f"{what} float32")[0]
+        if not _close(v_h, v_f, 1e-3, 1e-3)[0]:
             raise AssertionError(
                 f"{what}: {dtype} inputs give {v_h.item():.6g}, float32 gives {v_f.item():.6g}; compute in "
                 f"inp.logits' dtype (the core upcasts to float32), never in the caller's"
             )
         if g_h.dtype != dtype:
             raise AssertionError(f"{what}: the gradient for {dtype} logits has dtype {g_h.dtype}")
-    v32, _ = _value_and_grad(crit, logits, target, f"{what} float32")
+    v32 = _value_and_grad(crit, logits, target, f"{what} float32")[0]
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        v_ac, _ = _value_and_grad(crit, logits, target, f"{what} under autocast(bfloat16)")
-    ok, diff = _close(v_ac, v32, 1e-3, 1e-3)
-    if not ok:
-        raise AssertionError(f"{what}: under autocast(bfloat16) the loss is {v_ac.item():.6g}, float32 {v32.item():.6g}")
+        v_ac = _value_and_grad(crit, logits, target, f"{what} under autocast(bfloat16)")[0]
+    if not _close(v_ac, v32, 1e-3, 1e-3)[0]:
+        raise AssertionError(
+            f"{what}: under autocast(bfloat16) the loss is {v_ac.item():.6g}, float32 {v32.item():.6g}"
+        )
 
 
 _CHECK_FNS: dict[str, Callable[..., None]] = {
@@ -593,6 +594,6 @@ def check_plugin(
     reg = registry or get_registry()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        infos = [i for i in reg.all_losses() if i.plugin == plugin and i.recipe is None]
+        infos = [i for i in reg.all_losses() if i.plugin == plugin and isinstance(i, LossInfo)]
     return [check_loss(i.qualified_name, compile=compile, compile_all=compile_all, registry=registry,
                        raise_on_failure=False) for i in sorted(infos, key=lambda i: i.name)]

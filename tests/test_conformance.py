@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field
 
 from segloss_registry import (
     Inputs,
+    LossConfigError,
     LossParams,
     NoParams,
     build_loss,
@@ -63,7 +64,7 @@ def test_cases_cover_every_declared_mode_and_dim_and_compile_once() -> None:
 
 
 def test_recipes_and_unknown_checks_are_refused() -> None:
-    with pytest.raises(ValueError, match="recipe"):
+    with pytest.raises(LossConfigError, match=r"recipe \('bce\+dice'\).*check_loss\('bce'\), check_loss\('dice'\)"):
         check_loss("dice_bce")
     with pytest.raises(ValueError, match="unknown conformance checks"):
         check_loss("dice", checks=("finit",))
@@ -91,9 +92,9 @@ class _Plugin:
 
 
 def _failures(fn: Any, checks: tuple[str, ...], params: type[LossParams] = NoParams, **kw: Any) -> str:
-    with registered_plugin(_Plugin("kit_probe", fn, params, **kw), "kit_probe_plugin"):
-        with pytest.raises(AssertionError) as info:
-            check_loss("kit_probe", checks=checks)
+    with registered_plugin(_Plugin("kit_probe", fn, params, **kw), "kit_probe_plugin"), \
+            pytest.raises(AssertionError) as info:
+        check_loss("kit_probe", checks=checks)
     return str(info.value)
 
 
@@ -177,7 +178,8 @@ def test_a_params_model_that_ignores_unknown_names_fails_unknown_param() -> None
 def test_check_loss_returns_a_report_of_what_it_checked() -> None:
     from segloss_registry.testing import ConformanceReport
 
-    with registered_plugin(_Plugin("kit_probe", _brier, modes=("binary", "multilabel"), dims=(1, 2)), "kit_probe_plugin"):
+    probe = _Plugin("kit_probe", _brier, modes=("binary", "multilabel"), dims=(1, 2))
+    with registered_plugin(probe, "kit_probe_plugin"):
         report = check_loss("kit_probe", compile=False)
         cases = list(iter_cases("kit_probe", compile=False))
     assert isinstance(report, ConformanceReport) and report.passed and bool(report)
@@ -211,6 +213,7 @@ def test_a_failing_loss_gives_a_report_with_the_failures() -> None:
     assert "1 of 6 conformance checks FAILED" in report.summary()
     assert "FAIL ignore_index  binary 2D" in str(report)
     raised = info.value.report
-    assert isinstance(info.value, AssertionError) and [r.check for r in raised.results] == ["ignore_index", "schema"]  # as given
+    assert isinstance(info.value, AssertionError)
+    assert [r.check for r in raised.results] == ["ignore_index", "schema"]  # as given
     assert raised.left_out == {c: "not among checks=" for c in CHECKS if c not in ("ignore_index", "schema")}
     assert "1 of 2 conformance checks failed" in str(info.value)

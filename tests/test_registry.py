@@ -29,7 +29,7 @@ def test_builtins_arrive_through_entry_points_with_versions():
         assert plugins[name].status == "loaded"
         assert plugins[name].distribution == "segloss-registry"
         assert plugins[name].version == sr.__version__
-    assert SEED <= {loss.name for loss in list_losses()}
+    assert {loss.name for loss in list_losses()} >= SEED
 
 
 def test_list_wildcards_and_natural_sort():
@@ -88,9 +88,8 @@ def test_a_plugin_in_code_is_buildable_and_two_plugins_sharing_a_name_are_ambigu
 
 def test_registering_twice_under_one_name_is_an_error():
     plugin = types.SimpleNamespace(register_losses=hookimpl(lambda register: None))
-    with get_registry().plugin(plugin, "twice"):
-        with pytest.raises(PluginError, match="already registered"):
-            get_registry().register_plugin(types.SimpleNamespace(), "twice")
+    with get_registry().plugin(plugin, "twice"), pytest.raises(PluginError, match="already registered"):
+        get_registry().register_plugin(types.SimpleNamespace(), "twice")
 
 
 def test_recipe_expands_into_its_terms():
@@ -98,6 +97,34 @@ def test_recipe_expands_into_its_terms():
     assert crit.keys == ("bce", "dice", "focal")
     assert crit.weights == {"bce": 0.5, "dice": 0.5, "focal": 1.0}
     assert crit.terms[1].params.smooth == 0.0
+
+
+def test_losses_and_recipes_are_their_own_types():
+    """A loss always has its formula; a recipe is a spec string with no formula of its own."""
+    reg = get_registry()
+    dice, recipe = reg.resolve("dice"), reg.resolve("dice_bce")
+    assert isinstance(dice, sr.LossInfo) and not isinstance(dice, sr.RecipeInfo)
+    assert callable(dice.fn) and issubclass(dice.params, LossParams) and dice.recipe is None
+    assert isinstance(recipe, sr.RecipeInfo) and recipe.spec == "bce+dice" and not hasattr(recipe, "fn")
+    # the reads of the old single type keep working: .recipe is the spec, .params has no fields
+    assert recipe.recipe == "bce+dice" and recipe.params is NoParams
+    # a recipe supports what every one of its terms supports
+    common = set(reg.resolve("bce").modes) & set(dice.modes)
+    assert set(recipe.modes) == common and set(recipe.dims) == set(reg.resolve("bce").dims) & set(dice.dims)
+    for info in list_losses():
+        assert isinstance(info, (sr.LossInfo, sr.RecipeInfo))
+        assert (info.recipe is None) == isinstance(info, sr.LossInfo)
+
+
+def test_a_recipe_registered_in_code_is_a_recipe_info():
+    plugin = types.SimpleNamespace(register_losses=hookimpl(
+        lambda register: register("half_dice", "0.5*dice", aliases=("hd",), summary="half a dice\nmore")))
+    with get_registry().plugin(plugin, "recipes_in_code"):
+        info = get_registry().resolve("recipes_in_code:hd")
+        assert isinstance(info, sr.RecipeInfo)
+        assert (info.name, info.spec, info.aliases, info.summary) == ("half_dice", "0.5*dice", ("hd",), "half a dice")
+        assert info.qualified_name == "recipes_in_code:half_dice"
+        assert build_loss("half_dice", compile=False).weights == {"dice": 0.5}
 
 
 def test_describe_loss_gives_types_defaults_rules_and_schema():

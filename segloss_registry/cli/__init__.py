@@ -8,8 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .._errors import SeglossError
-from . import bench, check, compare, demo, describe, list_cmd, profile
-from . import new_plugin, plugins_cmd
+from . import bench, check, compare, demo, describe, list_cmd, new_plugin, plugins_cmd, profile
 from ._quiet import without_profiler_noise
 
 __all__ = ["main", "build_parser", "version_text"]
@@ -33,7 +32,8 @@ def version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segloss", description="Segmentation losses as plugins: list, describe, check.")
+    parser = argparse.ArgumentParser(prog="segloss",
+                                     description="Segmentation losses as plugins: list, describe, check.")
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:

@@ -152,10 +152,8 @@ def _partial_suffix(data: bytes, marker: bytes) -> int:
 
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

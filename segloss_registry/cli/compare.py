@@ -30,7 +30,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak Adam learning rate, one-cycle (default {d.lr})")
     p.add_argument("--size", type=int, default=d.size, help=f"image side in pixels (default {d.size})")
-    p.add_argument("--width", type=int, default=d.width, help=f"channels of the U-Net's first level (default {d.width})")
+    p.add_argument("--width", type=int, default=d.width,
+                   help=f"channels of the U-Net's first level (default {d.width})")
     p.add_argument("--n-train", type=int, default=d.n_train, help=f"training images (default {d.n_train})")
     p.add_argument("--n-val", type=int, default=d.n_val, help=f"held-out images (default {d.n_val})")
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default: cuda when available)")

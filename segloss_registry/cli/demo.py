@@ -27,9 +27,11 @@ def add_parser(sub: Any) -> None:
                    help=f"training steps (default {default_steps('binary')} binary, {default_steps('multiclass')} "
                         f"multiclass, {default_steps('thin')} thin)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak Adam learning rate, one-cycle schedule (default {d.lr})")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help=f"peak Adam learning rate, one-cycle schedule (default {d.lr})")
     p.add_argument("--size", type=int, default=d.size, help=f"image side in pixels (default {d.size})")
-    p.add_argument("--width", type=int, default=d.width, help=f"channels of the U-Net's first level (default {d.width})")
+    p.add_argument("--width", type=int, default=d.width,
+                   help=f"channels of the U-Net's first level (default {d.width})")
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     p.add_argument("--schedule", action="append", default=None, metavar="TERM:START->END",
                    help="ramp a term's weight linearly over the run with criterion.set_weights (no recompile), "

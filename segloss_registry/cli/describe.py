@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d["schema"] if d["schema"] is not None else {"recipe": d["recipe"]}, indent=2))
         return 0
-    print(f"{d['name']}  ({d['qualified_name']}, {d['distribution'] or 'registered in code'} {d['version'] or ''})".rstrip())
+    where = f"{d['distribution'] or 'registered in code'} {d['version'] or ''}".rstrip()
+    print(f"{d['name']}  ({d['qualified_name']}, {where})")
     if d["aliases"]:
         print(f"  aliases: {', '.join(d['aliases'])}")
     print(f"  modes:   {', '.join(d['modes'])};  spatial dims: {', '.join(f'{x}D' for x in d['dims'])}")

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .._registry import get_registry
+from .._registry import RecipeInfo, get_registry
 
 
 def add_parser(sub: Any) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     losses = get_registry().list(args.pattern)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": loss.name,
             "aliases": list(loss.aliases),
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
             "distribution": loss.distribution,
             "version": loss.version,
             "modes": list(loss.modes),
-            "summary": loss.summary if loss.recipe is None else f"= {loss.recipe}: {loss.summary}",
+            "summary": f"= {loss.spec}: {loss.summary}" if isinstance(loss, RecipeInfo) else loss.summary,
         }
         for loss in losses
     ]
@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"no loss matches '{args.pattern}'")
         return 1
     headers = ("name", "aliases", "plugin", "version", "summary")
-    table = [(r["name"], ", ".join(r["aliases"]), r["plugin"], r["version"] or "-", r["summary"]) for r in rows]
+    table: list[tuple[str, ...]] = [
+        (r["name"], ", ".join(r["aliases"]), r["plugin"], r["version"] or "-", r["summary"]) for r in rows
+    ]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers[:-1])]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)) + "  summary")
     for row in table:

@@ -30,19 +30,20 @@ from torch import Tensor, nn
 from .. import build_loss
 from .._composite import CompositeLoss
 from .._errors import SeglossError
+from .._machine import machine_info
+from .._options import CompileMode
 from .data import CLASSES, TASKS, SegData, make_splits
 from .model import TinyUNet
 from .train import (
+    _COLOURS,
     BOUNDARY_TOLERANCE,
     PLOT_HINT,
-    _COLOURS,
     _ids,
     _sync,
     auto_threads,
     batches,
     default_steps,
     evaluate,
-    machine_info,
     mode_of,
     predict,
     resolve_device,
@@ -68,7 +69,7 @@ class CompareConfig:
     n_val: int = 128
     device: str = "auto"
     threads: int | str | None = None  # None: torch's setting; "auto": one per core; N
-    compile: bool | str = "auto"
+    compile: CompileMode = "auto"
     seed: int = 0
     out: str | None = "runs/compare"  # None: write nothing
     loss_timing_steps: int = 10  # calls of the loss alone (forward+backward on fixed logits) per spec
@@ -118,7 +119,8 @@ def _check(cfg: CompareConfig) -> None:
             problems.append(f"{name} must be an int >= 1 (got {value!r})")
     if cfg.steps is not None and (isinstance(cfg.steps, bool) or not isinstance(cfg.steps, int) or cfg.steps < 1):
         problems.append(f"steps must be an int >= 1 (got {cfg.steps!r})")
-    if isinstance(cfg.loss_timing_steps, bool) or not isinstance(cfg.loss_timing_steps, int) or cfg.loss_timing_steps < 0:
+    lts = cfg.loss_timing_steps
+    if isinstance(lts, bool) or not isinstance(lts, int) or lts < 0:
         problems.append(f"loss_timing_steps must be an int >= 0 (got {cfg.loss_timing_steps!r})")
     if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
         problems.append(f"lr must be a finite number > 0 (got {cfg.lr!r})")
@@ -166,7 +168,8 @@ def _train_one(spec: str, criterion: CompositeLoss, train: SegData, cfg: Compare
     return model, times, torch.stack(losses).tolist(), time.perf_counter() - t0
 
 
-def _loss_ms(criterion: CompositeLoss, model: nn.Module, x: Tensor, y: Tensor, steps: int, device: torch.device) -> float:
+def _loss_ms(criterion: CompositeLoss, model: nn.Module, x: Tensor, y: Tensor, steps: int,
+             device: torch.device) -> float:
     """Median ms of the loss's forward+backward on fixed logits (the trained model's, on one batch)."""
     if steps == 0:
         return math.nan
@@ -299,6 +302,7 @@ def _picture(path: Path, rows: Sequence[CompareRow], val: SegData, cfg: CompareC
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Rectangle
     except ImportError:
         log(f"no picture: {PLOT_HINT}")
         return None
@@ -334,11 +338,11 @@ def _picture(path: Path, rows: Sequence[CompareRow], val: SegData, cfg: CompareC
             if j == 0:
                 ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
     if binary:
-        handles = [plt.Rectangle((0, 0), 1, 1, facecolor=errors[k].tolist(), edgecolor="black", lw=0.5)
+        handles = [Rectangle((0, 0), 1, 1, facecolor=errors[k].tolist(), edgecolor="black", lw=0.5)
                    for k in (1, 2, 3)]
         fig.legend(handles, ("found", "false alarm", "missed"), loc="lower center", ncol=3, frameon=False)
     else:
-        handles = [plt.Rectangle((0, 0), 1, 1, color=_COLOURS[k + 1]) for k in range(len(CLASSES) - 1)]
+        handles = [Rectangle((0, 0), 1, 1, color=_COLOURS[k + 1]) for k in range(len(CLASSES) - 1)]
         fig.legend(handles, CLASSES[1:], loc="lower center", ncol=len(CLASSES) - 1, frameon=False)
     fig.suptitle(f"{cfg.task} task, {cfg.steps} steps each, same model and batches: held-out images", fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))

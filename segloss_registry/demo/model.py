@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._errors import InputError
+
 __all__ = ["TinyUNet"]
 
 
@@ -34,14 +36,17 @@ class TinyUNet(nn.Module):
         self.depth = depth
         self.down = nn.ModuleList([_block(in_channels, widths[0])])
         self.down.extend(_block(widths[i], widths[i + 1]) for i in range(depth))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth)))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+        )
         self.dec = nn.ModuleList(_block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         step = 2**self.depth
         if x.shape[-1] % step or x.shape[-2] % step:
-            raise ValueError(f"TinyUNet: H and W must be divisible by {step} (got {tuple(x.shape[-2:])})")
+            raise InputError(f"TinyUNet: H and W must be divisible by 2**depth = {step} (got {tuple(x.shape[-2:])}); "
+                             "resize or pad the images, or build the model with a smaller depth")
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else torch.max_pool2d(x, 2))
@@ -49,4 +54,5 @@ class TinyUNet(nn.Module):
         x = skips.pop()
         for up, dec in zip(self.up, self.dec):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
+        logits: Tensor = self.head(x)
+        return logits

@@ -15,7 +15,6 @@ import copy
 import json
 import math
 import os
-import platform
 import re
 import sys
 import time
@@ -31,6 +30,8 @@ from torch import Tensor, nn
 from .. import build_loss
 from .._composite import CompositeLoss
 from .._errors import SeglossError, did_you_mean
+from .._machine import machine_info
+from .._options import CompileMode, Mode
 from .data import CLASSES, TASKS, SegData, make_splits
 from .model import TinyUNet
 
@@ -64,7 +65,7 @@ TENSORBOARD_HINT = 'TensorBoard scalars need tensorboard: pip install "segloss-r
 BOUNDARY_TOLERANCE = 1  # pixels: boundary F1 counts a boundary pixel within 1 pixel (8-neighbourhood) as matched
 
 
-def mode_of(task: str) -> str:
+def mode_of(task: str) -> Mode:
     """The loss mode of a demo task: ``multiclass`` for multiclass, ``binary`` for binary and thin."""
     return "multiclass" if task == "multiclass" else "binary"
 
@@ -96,7 +97,7 @@ class DemoConfig:
     n_val: int = 128
     device: str = "auto"
     threads: int | str | None = None  # None: leave torch's setting; "auto": choose_threads(); N: N threads
-    compile: bool | str = "auto"
+    compile: CompileMode = "auto"
     schedule: tuple[str, ...] | str | None = None  # e.g. "dice:1->0.2" or ("bce:0.01->1", ...); see parse_schedule
     seed: int = 0
     out: str | None = "runs/demo"  # None: write nothing
@@ -220,7 +221,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_step_times(spec: str | dict[str, Any], mode: str, model: nn.Module, images: Tensor, target: Tensor,
+def measure_step_times(spec: str | dict[str, Any], mode: Mode, model: nn.Module, images: Tensor, target: Tensor,
                        steps: int = 5, lr: float = 1e-3) -> dict[str, Any]:
     """Time training steps (forward, loss, backward, Adam step) and the loss alone (forward and
     backward on fixed logits) on one batch, with the criterion eager (compile=False) and
@@ -273,25 +274,7 @@ def measure_step_times(spec: str | dict[str, Any], mode: str, model: nn.Module, 
     return out
 
 
-# -- machine ------------------------------------------------------------------------------------
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """Where the figures come from: CPU, threads, load, accelerator, versions."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    if hasattr(os, "getloadavg"):
-        info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
-    if device.type == "cuda":
-        info["accelerator"] = torch.cuda.get_device_name(device)
-    return info
-
-
+# -- threads ------------------------------------------------------------------------------------
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity mask where the OS has one, else the CPU count)."""
     if hasattr(os, "sched_getaffinity"):
@@ -457,138 +440,262 @@ def _check_config(cfg: DemoConfig) -> None:
 
 
 # -- the run --------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """A run as set up: the config with its defaults filled in, and what was built from it."""
+
+    cfg: DemoConfig  # steps and spec filled in
+    steps: int
+    mode: Mode
+    device: torch.device
+    criterion: CompositeLoss
+    schedule: WeightSchedule | None
+    out: Path | None
+    machine: dict[str, Any]
+    t_start: float
+
+
+@dataclass
+class _Trained:
+    """What the training loop made: per-step losses, held-out evaluations, step times, the batches."""
+
+    history: list[dict[str, float]]
+    evals: list[dict[str, Any]]
+    step_times: list[float]
+    weights: dict[str, float]  # the term weights of the last step ({} without a schedule)
+    seconds: float
+    batch: Callable[[int], tuple[Tensor, Tensor]]
+
+
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
     """Train, evaluate, measure, and write the outputs; see the module docstring."""
+    run = _set_up(cfg, log)
+    train, val, data_s = _make_data(run)
+    model = _make_model(run, train, log)
+    untrained = evaluate(model, val)
+    writer = _writer(run.out, run.cfg, log) if run.out is not None else None
+    trained = _train(run, model, train, val, untrained, writer, log)
+    _log_heldout(run, trained, untrained, log)
+    x, y = trained.batch(0)
+    timing = _time_steps(run, model, x, y, log)
+    profile = _profile_run(run, model, x, y, log)
+    summary = _summary(run, trained, untrained, data_s, timing, profile)
+    files = {"profile": profile["dir"]} if profile is not None else {}
+    files.update(_write_pictures_and_scalars(run, model, val, trained, writer, log))
+    _finish_summary(run, summary, files)
+    _write_summary(run, summary, files, log)
+    log(f"done in {summary['time']['total_s']:.1f} s")
+    return DemoResult(model, run.criterion, summary, trained.history, train, val, files)
+
+
+def _set_up(cfg: DemoConfig, log: Callable[[str], None]) -> _Run:
+    """Check ``cfg`` and fill in its defaults; pick the device and the threads; build the criterion
+    (a bad spec or schedule fails here, before any work); say what the run will do."""
     _check_config(cfg)
-    cfg = replace(cfg, steps=cfg.steps or default_steps(cfg.task), spec=cfg.spec or default_spec(cfg.task))
+    steps = cfg.steps or default_steps(cfg.task)
+    spec = cfg.spec or default_spec(cfg.task)
+    cfg = replace(cfg, steps=steps, spec=spec)
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-    threads_note = set_threads(cfg.threads)  # "auto": one per core for now; timed below, once there is a model
+    threads_note = set_threads(cfg.threads)  # "auto": one per core for now; timed once there is a model
     mode = mode_of(cfg.task)
-    spec = cfg.spec
-    criterion = build_loss(spec, mode=mode, compile=cfg.compile)  # fails here, before any work, on a bad spec
-    schedule = parse_schedule(cfg.schedule, criterion.keys)
-    if schedule is not None:
-        criterion.set_weights(schedule.at(0, cfg.steps))  # a bad start (every weight 0) fails here too
-    out = Path(cfg.out) if cfg.out is not None else None
+    criterion, schedule = _criterion(spec, mode, cfg.compile, cfg.schedule, steps)
     machine = machine_info(device)
     machine["torch_threads_chosen_by"] = threads_note
     uses_compile = criterion.uses_compile(device)
-    log(f"segloss demo: {criterion.spec} ({cfg.task}), {cfg.steps} steps of {cfg.batch_size} "
+    log(f"segloss demo: {criterion.spec} ({cfg.task}), {steps} steps of {cfg.batch_size} "
         f"{cfg.size}x{cfg.size} images on {device}, criterion {'compiled' if uses_compile else 'eager'}"
         + (f"; weights ramped {schedule.text()}" if schedule is not None else ""))
+    out = Path(cfg.out) if cfg.out is not None else None
+    return _Run(cfg, steps, mode, device, criterion, schedule, out, machine, t_start)
 
+
+def _criterion(spec: str, mode: Mode, compile: CompileMode, schedule_items: str | Sequence[str] | None,
+               steps: int) -> tuple[CompositeLoss, WeightSchedule | None]:
+    """The criterion and its weight schedule, set to the schedule's first step (every weight 0 fails here)."""
+    criterion = build_loss(spec, mode=mode, compile=compile)
+    schedule = parse_schedule(schedule_items, criterion.keys)
+    if schedule is not None:
+        criterion.set_weights(schedule.at(0, steps))
+    return criterion, schedule
+
+
+def _make_data(run: _Run) -> tuple[SegData, SegData, float]:
+    """The training and held-out splits on the run's device (seeded), and the seconds they took."""
+    cfg = run.cfg
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     train, val = make_splits(cfg.seed, cfg.n_train, cfg.n_val, cfg.task, cfg.size)
-    train, val = train.to(device), val.to(device)
-    data_s = time.perf_counter() - t0
+    train, val = train.to(run.device), val.to(run.device)
+    return train, val, time.perf_counter() - t0
 
-    model = TinyUNet(3, train.num_classes, cfg.width, cfg.depth).to(device)
-    if cfg.threads == "auto" and device.type == "cpu":
-        threads_note = auto_threads(model, criterion, train, cfg.batch_size)
-    machine["torch_threads"] = torch.get_num_threads()
-    machine["torch_threads_chosen_by"] = threads_note
-    log(f"threads: {machine['torch_threads']} ({threads_note})")
-    untrained = evaluate(model, val)
+
+def _make_model(run: _Run, train: SegData, log: Callable[[str], None]) -> TinyUNet:
+    """The untrained U-Net; with ``--threads auto`` on the CPU, the thread count timed on it."""
+    cfg = run.cfg
+    model = TinyUNet(3, train.num_classes, cfg.width, cfg.depth).to(run.device)
+    note = run.machine["torch_threads_chosen_by"]
+    if cfg.threads == "auto" and run.device.type == "cpu":
+        note = auto_threads(model, run.criterion, train, cfg.batch_size)
+    run.machine["torch_threads"] = run.machine["threads"] = torch.get_num_threads()
+    run.machine["torch_threads_chosen_by"] = note
+    log(f"threads: {run.machine['torch_threads']} ({note})")
+    return model
+
+
+class _LossLog:
+    """The per-step losses: kept on the device and read back ten steps at a time (one device sync
+    per ten steps) into ``history`` rows, and into TensorBoard scalars when there is a writer."""
+
+    def __init__(self, keys: tuple[str, ...], writer: Any) -> None:
+        self.keys = ("total", *keys)
+        self.writer = writer
+        self.history: list[dict[str, float]] = []
+        self._pending: list[tuple[int, Tensor, float, dict[str, float]]] = []
+
+    def add(self, step: int, values: Tensor, lr: float, weights: dict[str, float]) -> None:
+        self._pending.append((step, values, lr, weights))
+
+    @property
+    def due(self) -> bool:
+        return len(self._pending) >= 10
+
+    def flush(self) -> None:
+        for s, values, lr, w in self._pending:
+            row = {"step": s, "lr": lr, **dict(zip(self.keys, values.tolist()))}
+            row.update({f"weight/{k}": v for k, v in w.items()})
+            self.history.append(row)
+            if self.writer is not None:
+                for k in self.keys:
+                    self.writer.add_scalar(f"loss/{k}", row[k], s)
+                self.writer.add_scalar("lr", lr, s)
+                for k, v in w.items():
+                    self.writer.add_scalar(f"weight/{k}", v, s)
+        self._pending = []
+
+
+def _train(run: _Run, model: nn.Module, train: SegData, val: SegData, untrained: dict[str, Any], writer: Any,
+           log: Callable[[str], None]) -> _Trained:
+    """The training loop: Adam with a one-cycle learning rate, the weight schedule, held-out
+    evaluations (five by default), and the losses shown in a progress bar or periodic lines."""
+    cfg, steps, criterion, schedule = run.cfg, run.steps, run.criterion, run.schedule
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.2)
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    writer = _writer(out, cfg, log) if out is not None else None
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
     if writer is not None:
         _scalars(writer, "heldout", untrained, 0)
-
-    batch = batches(train, cfg.batch_size, gen, device)
-
-    eval_every = cfg.eval_every or max(1, cfg.steps // 5)
-    history: list[dict[str, float]] = []
+    batch = batches(train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed), run.device)
+    eval_every = cfg.eval_every or max(1, steps // 5)
+    losses = _LossLog(criterion.keys, writer)
     evals: list[dict[str, Any]] = [{"step": 0, **untrained}]
     bar = _progress(cfg)
-    pending: list[tuple[int, Tensor, float, dict[str, float]]] = []
-    every = max(1, cfg.steps // 10)
+    every = max(1, steps // 10)
     model.train()
     t_train = time.perf_counter()
     step_times: list[float] = []
     weights: dict[str, float] = {}
-    for step in range(cfg.steps):
+    for step in range(steps):
         t_step = time.perf_counter()
         x, y = batch(step)
         if schedule is not None:
-            weights = schedule.at(step, cfg.steps)
+            weights = schedule.at(step, steps)
             criterion.set_weights(weights)
-        opt.zero_grad(set_to_none=True)
-        loss = criterion(model(x), y)
-        loss.backward()
-        opt.step()
+        loss = _train_step(model, criterion, opt, x, y)
         sched.step()
-        pending.append((step + 1, torch.stack([loss.detach(), *criterion.last_terms.values()]),
-                        sched.get_last_lr()[0], weights))
-        last = step + 1 == cfg.steps
+        losses.add(step + 1, torch.stack([loss.detach(), *criterion.last_terms.values()]),
+                   float(sched.get_last_lr()[0]), weights)
+        last = step + 1 == steps
         print_now = bar is None and ((step + 1) % every == 0 or last)
-        if len(pending) >= 10 or last or print_now:  # one device sync per ten steps
-            for s, values, lr, w in pending:
-                row = {"step": s, "lr": lr, **dict(zip(("total", *criterion.keys), values.tolist()))}
-                row.update({f"weight/{k}": v for k, v in w.items()})
-                history.append(row)
-                if writer is not None:
-                    for k in ("total", *criterion.keys):
-                        writer.add_scalar(f"loss/{k}", row[k], s)
-                    writer.add_scalar("lr", lr, s)
-                    for k, v in w.items():
-                        writer.add_scalar(f"weight/{k}", v, s)
-            pending = []
-        _sync(device)
+        if losses.due or last or print_now:
+            losses.flush()
+        _sync(run.device)
         step_times.append(time.perf_counter() - t_step)
         if (step + 1) % eval_every == 0 or last:
             metrics = evaluate(model, val)
             evals.append({"step": step + 1, **metrics})
             if writer is not None:
                 _scalars(writer, "heldout", metrics, step + 1)
-        terms = history[-1] if history else {}
-        text = " ".join(f"{k}={terms[k]:.3f}" for k in ("total", *criterion.keys) if k in terms)
-        if schedule is not None:
-            text += " | w " + " ".join(f"{k}={v:.3g}" for k, v in weights.items())
-        if evals[-1]["step"] > 0:
-            text += f" | held-out dice={evals[-1]['dice']:.3f}"
+        text = _status(losses.history, losses.keys, schedule, weights, evals)
         if bar is not None:
             bar.set_postfix_str(text, refresh=False)
             bar.update(1)
         elif print_now:
-            log(f"  step {step + 1:>5}/{cfg.steps}  {text}")
+            log(f"  step {step + 1:>5}/{steps}  {text}")
     if bar is not None:
         bar.close()
-    train_s = time.perf_counter() - t_train
-    final = evals[-1]
-    log(f"held-out ({cfg.n_val} images): Dice {final['dice']:.4f}  IoU {final['iou']:.4f}  "
+    return _Trained(losses.history, evals, step_times, weights, time.perf_counter() - t_train, batch)
+
+
+def _train_step(model: nn.Module, criterion: CompositeLoss, opt: torch.optim.Optimizer, x: Tensor,
+                y: Tensor) -> Tensor:
+    """One optimiser step on the batch ``(x, y)``; returns the loss (not read back)."""
+    opt.zero_grad(set_to_none=True)
+    loss = criterion(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def _status(history: list[dict[str, float]], keys: tuple[str, ...], schedule: WeightSchedule | None,
+            weights: dict[str, float], evals: list[dict[str, Any]]) -> str:
+    """The progress line: the last losses read back, the weights, the last held-out Dice."""
+    terms = history[-1] if history else {}
+    text = " ".join(f"{k}={terms[k]:.3f}" for k in keys if k in terms)
+    if schedule is not None:
+        text += " | w " + " ".join(f"{k}={v:.3g}" for k, v in weights.items())
+    if evals[-1]["step"] > 0:
+        text += f" | held-out dice={evals[-1]['dice']:.3f}"
+    return text
+
+
+def _log_heldout(run: _Run, trained: _Trained, untrained: dict[str, Any], log: Callable[[str], None]) -> None:
+    """The final held-out figures, beside the untrained model's."""
+    final = trained.evals[-1]
+    log(f"held-out ({run.cfg.n_val} images): Dice {final['dice']:.4f}  IoU {final['iou']:.4f}  "
         f"boundary F1 {final['boundary_f1']:.4f}  (untrained model: Dice {untrained['dice']:.4f})  "
-        f"trained in {train_s:.1f} s")
-    if cfg.task == "multiclass":
+        f"trained in {trained.seconds:.1f} s")
+    if run.cfg.task == "multiclass":
         log("  per class: " + ", ".join(f"{n} {m['dice']:.3f}" for n, m in final["per_class"].items()))
 
-    files: dict[str, str] = {}
-    timing: dict[str, Any] | None = None
-    x, y = batch(0)
-    if cfg.timing_steps:
-        log(f"timing {cfg.timing_steps} steps with the criterion eager and compiled (the compile takes a while) ...")
-        timing = measure_step_times(criterion.config(), mode, model, x, y, cfg.timing_steps, lr=cfg.lr)
-        log(f"  loss forward+backward: eager {timing['eager']['loss_ms']:.2f} ms, compiled "
-            f"{timing['compiled']['loss_ms']:.2f} ms (first call {timing['compiled']['first_call_s']:.1f} s); "
-            f"training step: eager {timing['eager']['train_step_ms']:.1f} ms, compiled "
-            f"{timing['compiled']['train_step_ms']:.1f} ms")
-    profile = None
-    if out is not None and cfg.profile_steps:
-        profile = _profile(model, criterion, x, y, out / "profile", cfg.profile_steps, cfg.lr, device)
-        files["profile"] = profile["dir"]
-        labels = profile["labels_total_ms"]
-        log(f"profiled {cfg.profile_steps} training steps: {profile['step_ms']:.1f} ms each under the profiler; "
-            + ", ".join(f"{k} {v / cfg.profile_steps:.1f} ms" for k, v in labels.items()))
 
-    warm = step_times[min(5, len(step_times) - 1):]
-    summary: dict[str, Any] = {
+def _time_steps(run: _Run, model: nn.Module, x: Tensor, y: Tensor,
+                log: Callable[[str], None]) -> dict[str, Any] | None:
+    """``measure_step_times`` of the trained model on one batch (``timing_steps`` 0: None)."""
+    cfg = run.cfg
+    if not cfg.timing_steps:
+        return None
+    log(f"timing {cfg.timing_steps} steps with the criterion eager and compiled (the compile takes a while) ...")
+    timing = measure_step_times(run.criterion.config(), run.mode, model, x, y, cfg.timing_steps, lr=cfg.lr)
+    log(f"  loss forward+backward: eager {timing['eager']['loss_ms']:.2f} ms, compiled "
+        f"{timing['compiled']['loss_ms']:.2f} ms (first call {timing['compiled']['first_call_s']:.1f} s); "
+        f"training step: eager {timing['eager']['train_step_ms']:.1f} ms, compiled "
+        f"{timing['compiled']['train_step_ms']:.1f} ms")
+    return timing
+
+
+def _profile_run(run: _Run, model: nn.Module, x: Tensor, y: Tensor,
+                 log: Callable[[str], None]) -> dict[str, Any] | None:
+    """A profiler trace of ``profile_steps`` training steps in ``out/profile`` (no output or 0 steps: None)."""
+    cfg = run.cfg
+    if run.out is None or not cfg.profile_steps:
+        return None
+    profile = _profile(model, run.criterion, x, y, run.out / "profile", cfg.profile_steps, cfg.lr, run.device)
+    labels = profile["labels_total_ms"]
+    log(f"profiled {cfg.profile_steps} training steps: {profile['step_ms']:.1f} ms each under the profiler; "
+        + ", ".join(f"{k} {v / cfg.profile_steps:.1f} ms" for k, v in labels.items()))
+    return profile
+
+
+def _summary(run: _Run, trained: _Trained, untrained: dict[str, Any], data_s: float,
+             timing: dict[str, Any] | None, profile: dict[str, Any] | None) -> dict[str, Any]:
+    """``summary.json`` as far as it is known before the outputs are written (``_finish_summary`` completes it)."""
+    cfg, criterion, schedule, history = run.cfg, run.criterion, run.schedule, trained.history
+    final = trained.evals[-1]
+    warm = trained.step_times[min(5, len(trained.step_times) - 1):]
+    keys = ("total", *criterion.keys)
+    return {
         "spec": criterion.spec,
         "task": cfg.task,
-        "mode": mode,
+        "mode": run.mode,
         "loss_config": criterion.config(),
         "metrics": {
             "heldout_images": cfg.n_val,
@@ -604,53 +711,70 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
         "schedule": None if schedule is None else {
             "ramps": {t: {"start": a, "end": b} for t, a, b in schedule.ramps},
             "rule": "linear in the step: start at the first step, end at the last; criterion.set_weights each step",
-            "final_weights": criterion.weights if hasattr(criterion, "weights") else weights,
+            "final_weights": criterion.weights if hasattr(criterion, "weights") else trained.weights,
         },
-        "evaluations": evals,
-        "final_losses": {k: history[-1][k] for k in ("total", *criterion.keys)},
-        "final_losses_mean_last_10": {
-            k: sum(r[k] for r in history[-10:]) / len(history[-10:]) for k in ("total", *criterion.keys)
-        },
+        "evaluations": trained.evals,
+        "final_losses": {k: history[-1][k] for k in keys},
+        "final_losses_mean_last_10": {k: sum(r[k] for r in history[-10:]) / len(history[-10:]) for k in keys},
         "time": {
-            "total_s": None,  # filled in below
+            "total_s": None,  # filled in by _finish_summary
             "data_s": data_s,
-            "train_s": train_s,
+            "train_s": trained.seconds,
             "train_step_ms_mean": 1e3 * sum(warm) / len(warm),
-            "criterion": "compiled" if criterion.uses_compile(device) else "eager",
+            "criterion": "compiled" if criterion.uses_compile(run.device) else "eager",
         },
         "step_times": timing,
         "profile": profile,
-        # what was asked for; "outputs" below says what was written
-        "settings": {(f"{k}_requested" if k in ("tensorboard", "plots") else k): (list(v) if isinstance(v, tuple) else v)
-                     for k, v in asdict(cfg).items()},
-        "machine": machine,
+        # what was asked for; "outputs" (_finish_summary) says what was written
+        "settings": {(f"{k}_requested" if k in ("tensorboard", "plots") else k):
+                     (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "machine": run.machine,
         "torch": torch.__version__,
     }
-    if out is not None:
-        files.update(_pictures(out, model, val, history, evals, criterion.keys, cfg, log) if cfg.plots else {})
-        if writer is not None:
-            writer.close()
-            files["scalars"] = str(out / "scalars")
-    summary["time"]["total_s"] = time.perf_counter() - t_start
-    summary["machine"]["load_average_at_end"] = machine_info(device).get("load_average_1_5_15")
+
+
+def _write_pictures_and_scalars(run: _Run, model: nn.Module, val: SegData, trained: _Trained, writer: Any,
+                                log: Callable[[str], None]) -> dict[str, str]:
+    """The PNGs (with matplotlib and ``plots``) and the closed TensorBoard scalars; what was written."""
+    if run.out is None:
+        return {}
+    cfg = run.cfg
+    files = {}
+    if cfg.plots:
+        files = _pictures(run.out, model, val, trained.history, trained.evals, run.criterion.keys, cfg, log)
+    if writer is not None:
+        writer.close()
+        files["scalars"] = str(run.out / "scalars")
+    return files
+
+
+def _finish_summary(run: _Run, summary: dict[str, Any], files: dict[str, str]) -> None:
+    """The total time, the load at the end, and what was written (``outputs``) or is missing and why."""
+    cfg = run.cfg
+    summary["time"]["total_s"] = time.perf_counter() - run.t_start
+    summary["machine"]["load_average_at_end"] = machine_info(run.device).get("load_average_1_5_15")
     summary["outputs"] = {
         "tensorboard_scalars": "scalars" in files,
         "profiler_trace": "profile" in files,
         "pictures": "grid" in files,
         "missing": [what for what, ok, want in (
             (TENSORBOARD_HINT, "scalars" in files, cfg.tensorboard),
-            (PLOT_HINT, "grid" in files, cfg.plots)) if want and not ok and out is not None],
+            (PLOT_HINT, "grid" in files, cfg.plots)) if want and not ok and run.out is not None],
     }
-    if out is not None:
-        files["summary"] = str(out / "summary.json")
-        summary["files"] = files
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log(f"wrote {out}/: " + ", ".join(Path(p).name for p in files.values()))
-        view = _view_hint(out, "scalars" in files, "profile" in files)
-        if view:
-            log(view)
-    log(f"done in {summary['time']['total_s']:.1f} s")
-    return DemoResult(model, criterion, summary, history, train, val, files)
+
+
+def _write_summary(run: _Run, summary: dict[str, Any], files: dict[str, str], log: Callable[[str], None]) -> None:
+    """``summary.json`` (listing every file written, itself included) and how to look at the outputs."""
+    out = run.out
+    if out is None:
+        return
+    files["summary"] = str(out / "summary.json")
+    summary["files"] = files
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"wrote {out}/: " + ", ".join(Path(p).name for p in files.values()))
+    view = _view_hint(out, "scalars" in files, "profile" in files)
+    if view:
+        log(view)
 
 
 def auto_threads(model: nn.Module, criterion: CompositeLoss, train: SegData, batch_size: int) -> str:
@@ -680,7 +804,8 @@ def set_threads(threads: int | str | None) -> str:
     return "as set by the caller"
 
 
-def batches(train: SegData, batch_size: int, gen: torch.Generator, device: torch.device) -> Callable[[int], tuple[Tensor, Tensor]]:
+def batches(train: SegData, batch_size: int, gen: torch.Generator,
+            device: torch.device) -> Callable[[int], tuple[Tensor, Tensor]]:
     """``batch(step)`` for steps 0, 1, 2, ...: a fresh shuffle of ``train`` every epoch (drawn from
     ``gen``), then random horizontal and vertical flips; the same generator seed gives the same batches."""
     n_train = len(train)
@@ -786,7 +911,8 @@ def _profile(model: nn.Module, criterion: CompositeLoss, x: Tensor, y: Tensor, f
         "step_ms": s.step_ms,
         "peak_bytes": s.peak_bytes,
         "top_ops_self_ms": {r.name: r.self_us / 1e3 for r in s.top_ops[:8]},
-        "labels_total_ms": {r.name: r.total_us / 1e3 for r in s.labels + s.top_ops if r.name.startswith(("segloss/", "demo/"))},
+        "labels_total_ms": {r.name: r.total_us / 1e3 for r in s.labels + s.top_ops
+                            if r.name.startswith(("segloss/", "demo/"))},
     }
 
 
@@ -802,6 +928,7 @@ def _pictures(out: Path, model: nn.Module, val: SegData, history: list[dict[str,
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Rectangle
     except ImportError:
         log(f"no pictures: {PLOT_HINT}")
         return {}
@@ -823,7 +950,7 @@ def _pictures(out: Path, model: nn.Module, val: SegData, history: list[dict[str,
             if j == 0:
                 axes[i, j].set_ylabel(title)
     names = CLASSES[1:] if val.task == "multiclass" else ("foreground",)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=_COLOURS[k + 1]) for k in range(len(names))]
+    handles = [Rectangle((0, 0), 1, 1, color=_COLOURS[k + 1]) for k in range(len(names))]
     fig.legend(handles, names, loc="lower center", ncol=len(names), frameon=False)
     what = "mean Dice over the shapes" if val.task == "multiclass" else "Dice"
     fig.suptitle(f"{cfg.task}, loss {cfg.spec}: held-out {what} {evals[-1]['dice']:.3f}")

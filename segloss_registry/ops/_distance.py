@@ -253,7 +253,8 @@ def _squared_eager(mask: Tensor, sp: Sequence[float]) -> Tensor:
 # One opaque operator for torch.compile: inductor would fuse the full min-plus pass into one
 # reduction loop, several times slower on the CPU than these chunked kernels, and could not
 # trace the data-dependent (but static-shaped) two-level pass as efficiently.
-@torch.library.custom_op("segloss_registry::squared_edt", mutates_args=(), schema="(Tensor mask, float[] spacing) -> Tensor")
+@torch.library.custom_op("segloss_registry::squared_edt", mutates_args=(),
+                         schema="(Tensor mask, float[] spacing) -> Tensor")
 def _squared_edt_op(mask: Tensor, spacing: Sequence[float]) -> Tensor:
     return _squared_eager(mask, spacing)
 
