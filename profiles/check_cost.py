@@ -41,7 +41,8 @@ def main() -> None:
                 c(x, t).backward()
                 times[k].append(time.perf_counter() - t0)
         ratio = statistics.median(a / b for a, b in zip(times["auto"], times["never"]))
-        print(f"  {'compiled' if compiled else 'eager   '}: checks on {statistics.median(times['auto']) * 1e3:7.2f} ms, "
+        kind = "compiled" if compiled else "eager   "
+        print(f"  {kind}: checks on {statistics.median(times['auto']) * 1e3:7.2f} ms, "
               f"off {statistics.median(times['never']) * 1e3:7.2f} ms, per-round ratio {ratio:.3f}")
 
 

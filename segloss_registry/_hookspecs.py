@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ._composite import Term
     from ._params import LossParams
 
 __all__ = ["PROJECT", "Register", "RegisterPeer", "hookimpl", "hookspec"]
@@ -38,9 +41,27 @@ class Register(Protocol):
 
 
 class RegisterPeer(Protocol):
-    """The ``register`` argument of ``register_peers`` (see ``segloss_registry.bench``)."""
+    """The ``register`` argument of ``register_peers``: one call per peer (see ``segloss_registry._peers``).
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None: ...
+    ``register(library, name, losses, build, requires=(), note="", part=None, engine="", compile=True)``:
+    ``library`` computes the registered ``losses`` together as ``name``; ``build(terms, mode)`` returns
+    ``fn(logits, target)``, the weighted sum of those terms the library's way, or raises
+    ``segloss_registry.bench.PeerUnsupported("why")``; ``requires``: the modules ``build`` imports.
+    """
+
+    def __call__(
+        self,
+        library: str,
+        name: str,
+        losses: Sequence[str],
+        build: Callable[[Sequence[Term], str], Callable[[Tensor, Tensor], Tensor]],
+        *,
+        requires: Sequence[str] = (),
+        note: str = "",
+        part: str | None = None,
+        engine: str = "",
+        compile: bool = True,
+    ) -> None: ...
 
 
 @hookspec
@@ -50,4 +71,4 @@ def register_losses(register: Register) -> None:
 
 @hookspec
 def register_peers(register: RegisterPeer) -> None:
-    """Call ``register(...)`` once per peer implementation of registered losses (another library's)."""
+    """Call ``register(library, name, losses, build, ...)`` once per other library's implementation of losses."""

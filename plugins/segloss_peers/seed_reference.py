@@ -1,4 +1,6 @@
-"""The seed's loss modules, kept verbatim for comparison only (``segloss bench`` peers).
+# mypy: disable-error-code="no-untyped-def"
+# ruff: noqa: UP008
+"""The seed's loss modules, kept verbatim for comparison only (the "seed" peers of ``segloss bench``).
 
 This is the code of ``seed/segmentation-losses-blog.txt`` (sections 1-4), copied as written,
 bugs included, so that the benchmark compares against what people actually ran. Do not use
