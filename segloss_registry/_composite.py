@@ -63,7 +63,7 @@ def _versions(inp: Inputs, raw: tuple[Tensor | None, ...]) -> list[tuple[str, Te
     named: list[tuple[str, Any]] = [("logits (the caller's)", raw[0]), ("target (the caller's)", raw[1]),
                                     ("mask (the caller's)", raw[2]), ("inp.logits", inp.logits),
                                     ("inp.target", inp.target), ("inp.mask", inp.mask)]
-    act = inp._act or ()
+    act = inp._act or inp._eager_act
     named += [(f"inp.{n}", t) for n, t in zip(("prob", "log_prob", "log1m_prob"), act)]
     named.append(("inp.bce_elements()", inp._bce))
     for key, stats in inp._stats.items():
@@ -355,7 +355,7 @@ class CompositeLoss(nn.Module):
             _compile.allow_retained_backward(total)
         except SeglossError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a compiler problem must not kill a training run
+        except Exception as exc:
             return self._fall_back(exc, logits, target, mask, weights, policy)
         if [t._version for t in (logits, target)] != versions:
             raise PluginError(
@@ -516,7 +516,9 @@ def build_loss(
     before any tensor is touched.
     """
     if registry is not None and not isinstance(registry, Registry):
-        raise LossConfigError(f"build_loss: registry must be a segloss_registry.Registry (got {type(registry).__name__})")
+        raise LossConfigError(
+            f"build_loss: registry must be a segloss_registry.Registry (got {type(registry).__name__})"
+        )
     reg = registry or get_registry()
     spec = spec if isinstance(spec, str) else plain(spec)
     base = dict(spec) if isinstance(spec, Mapping) and "terms" in spec else {}

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _autograd as _ag
 from ._checks import widen
+from ._compile import is_compiling
 from ._errors import InputError, LossConfigError
 from ._options import InputOptions
 from .distributed import sync_sum
@@ -249,8 +249,11 @@ class Inputs:
         self.mask = mask
         self.from_logits = from_logits
         self.hard = hard  # target came as integer class ids
+        # (prob, log_prob, log1m_prob) once computed; the eager Functions fill it as terms ask
         self._act: tuple[Tensor, Tensor, Tensor | None] | None = None
+        self._eager_act: list[Tensor | None] = [None, None, None]
         self._bce: Tensor | None = None
+        self._sig: tuple[Tensor, Tensor] | None = None
         self._stats: dict[tuple[bool, str], tuple[Tensor, Tensor, Tensor]] = {}
         self._shared: dict[Any, Any] = {}
 
@@ -275,6 +278,19 @@ class Inputs:
     def spatial_dims(self) -> tuple[int, ...]:
         return tuple(range(2, self.logits.dim()))
 
+    def _eager_functions(self) -> bool:
+        """Whether the closed-form Functions of ``_autograd`` serve this call: eager sigmoid modes
+        from logits. Compiled graphs trace the plain formulas, whose save/recompute choice the
+        partitioner makes (see ``_compile.save_policy``)."""
+        return self.from_logits and self.mode != "multiclass" and not is_compiling()
+
+    def _sigmoid(self) -> tuple[Tensor, Tensor]:
+        """(p, lse = log1p(exp(-|x|))), once per call; eager sigmoid modes from logits."""
+        if self._sig is None:
+            self._sig = _ag.Sigmoid.apply(self.logits)  # type: ignore[no-untyped-call, unused-ignore]
+            self._eager_act[0] = self._sig[0]
+        return self._sig
+
     def _activate(self) -> tuple[Tensor, Tensor, Tensor | None]:
         if self._act is None:
             x = self.logits
@@ -291,19 +307,33 @@ class Inputs:
                 self._act = (x, _safe_log(x), _safe_log(1 - x))
         return self._act
 
+    def _log_sigmoid(self, sign: int) -> Tensor:
+        if self._eager_act[1 if sign > 0 else 2] is None:
+            p, lse = self._sigmoid()
+            self._eager_act[1 if sign > 0 else 2] = _ag.LogSigmoid.apply(self.logits, p.detach(), lse, sign)  # type: ignore[no-untyped-call, unused-ignore]
+        out = self._eager_act[1 if sign > 0 else 2]
+        assert out is not None
+        return out
+
     @property
     def prob(self) -> Tensor:
         """Probabilities (N, C, *S): sigmoid per channel, or softmax over classes."""
+        if self._eager_functions():
+            return self._sigmoid()[0]
         return self._activate()[0]
 
     @property
     def log_prob(self) -> Tensor:
         """log of ``prob``, computed stably from the logits."""
+        if self._eager_functions():
+            return self._log_sigmoid(1)
         return self._activate()[1]
 
     @property
     def log1m_prob(self) -> Tensor:
         """log(1 - prob), binary and multilabel modes only."""
+        if self._eager_functions():
+            return self._log_sigmoid(-1)
         out = self._activate()[2]
         if out is None:
             raise RuntimeError("log1m_prob is defined for sigmoid modes (binary, multilabel) only")
@@ -317,7 +347,10 @@ class Inputs:
         """
         if self._bce is None:
             t = self.target
-            if self.from_logits:  # log p - log(1 - p) = x: softplus(x) - t x, one pass
+            if self._eager_functions():
+                p, lse = self._sigmoid()
+                self._bce = _ag.BCEElements.apply(self.logits, t, p.detach(), lse)  # type: ignore[no-untyped-call, unused-ignore]
+            elif self.from_logits:  # log p - log(1 - p) = x: softplus(x) - t x, one pass
                 self._bce = torch.addcmul(-self.log1m_prob, t, self.logits, value=-1.0)
             else:
                 self._bce = -(t * self.log_prob + (1 - t) * self.log1m_prob)
@@ -328,6 +361,28 @@ class Inputs:
         """``bce_elements()`` as a property, like ``prob`` and ``log_prob`` (the method stays for
         plugins written against it)."""
         return self.bce_elements()
+
+    def focal_elements(self, gamma: float, alpha: float | list[float] | None) -> Tensor:
+        """Per-element binary focal loss ``alpha_t (1 - p_t)^gamma bce`` (N, C, *S), sigmoid modes.
+
+        ``1 - p_t = p + t - 2 p t``, ``alpha_t = a t + (1 - a)(1 - t)`` with ``a`` = ``alpha``
+        (a number, or one per channel; None: no weighting). Eager from logits: one Function
+        whose backward is closed-form and keeps only the shared sigmoid (``_autograd``), so the
+        term adds one buffer, not five; otherwise the same formula in plain ops.
+        """
+        t = self.target
+        a: float | Tensor | None = alpha  # type: ignore[assignment]
+        if isinstance(alpha, list):
+            a = torch.tensor(alpha, dtype=t.dtype, device=t.device).view(1, -1, *([1] * (t.dim() - 2)))
+        if self._eager_functions():
+            p, lse = self._sigmoid()
+            return _ag.FocalElements.apply(self.logits, t, p.detach(), lse, float(gamma), a)  # type: ignore[no-untyped-call, no-any-return, unused-ignore]
+        loss = self.bce_elements()
+        if gamma > 0:
+            loss = loss * _ag.focal_modulator(torch.addcmul(t, self.prob, 1 - 2 * t), gamma)[0]
+        if a is not None:
+            loss = loss * (t * (2 * a - 1) + (1 - a))
+        return loss
 
     def masked(self, x: Tensor) -> Tensor:
         """``x * mask`` (ignored pixels zeroed), or ``x`` when nothing is ignored."""
@@ -367,31 +422,42 @@ class Inputs:
             if (per_image, "local") in self._stats:
                 local = self._stats[(per_image, "local")]
             else:
-                p = self.masked(self.prob)
                 t = self.target  # already 0 where ignored
                 # I = sum(min(p, t)): p t on 0/1 targets; on soft targets the soft-label intersection
                 # of Wang & Blaschko 2023 (MONAI's soft_label=True), whose minimum is at p = t
-                inter = torch.minimum(p, t if self.binary_mask else self.masked(t)) if not self.hard else p * t
-                local = (
-                    self.class_sums(inter, per_image),
-                    self.class_sums(p, per_image),
-                    self.class_sums(t if self.binary_mask else self.masked(t), per_image),
-                )
+                if not is_compiling():  # eager: the backward is a broadcast (``_autograd.RegionSums``)
+                    dims = self.spatial_dims if per_image else (0, *self.spatial_dims)
+                    local = _ag.RegionSums.apply(self.prob, t, self.mask, dims, not self.hard, not self.binary_mask)  # type: ignore[no-untyped-call, unused-ignore]
+                else:
+                    p = self.masked(self.prob)
+                    tw = t if self.binary_mask else self.masked(t)
+                    inter = torch.minimum(p, tw) if not self.hard else p * t
+                    local = (self.class_sums(inter, per_image), self.class_sums(p, per_image),
+                             self.class_sums(tw, per_image))
                 self._stats[(per_image, "local")] = local
             if sync != "local":
                 self._stats[key] = sync_sum(local, sync, self.mode)  # type: ignore[assignment]
         return self._stats[key]
 
-    def class_mean(self, per_class: Tensor, params: Any = None) -> Tensor:
+    def class_mean(self, per_class: Tensor, params: Any = None, present: Tensor | None = None) -> Tensor:
         """Mean of a per-class loss (C,) or (N, C) over classes (then samples).
 
         Honours ``include_background`` (multiclass) and ``class_weights`` of ``params``.
+        ``present`` (bool, the shape of ``per_class``): each mean runs over the classes it marks
+        only (Lovasz's ``classes="present"``); a row without one gives 0.
         """
         weights = getattr(params, "class_weights", None)
         if self.mode == "multiclass" and not getattr(params, "include_background", True):
             per_class = per_class[..., 1:]
             weights = weights[1:] if weights is not None else None
-        if weights is not None:
+            present = present[..., 1:] if present is not None else None
+        if present is not None:
+            w = present.to(per_class.dtype)
+            if weights is not None:
+                w = w * torch.tensor(weights, dtype=per_class.dtype, device=per_class.device)
+            w_sum = w.sum(-1)
+            per_sample = (per_class * w).sum(-1) / torch.where(w_sum > 0, w_sum, torch.ones_like(w_sum))
+        elif weights is not None:
             total = math.fsum(weights)  # normalised in float64 on the host: tiny weights keep their ratios
             w = torch.tensor([x / total for x in weights], dtype=per_class.dtype, device=per_class.device)
             per_sample = (per_class * w).sum(-1)
@@ -427,6 +493,16 @@ LOGIT_BOUND = 1e15
 and sums of per-pixel losses of logits near the float32 limit (3e38) would overflow to Inf."""
 
 
+def _within_bound(x: Tensor) -> bool:
+    """True when the clamp to +-LOGIT_BOUND would change nothing and may be skipped: eager on the
+    CPU only (one reduction read at once, no copy of the logits kept for the backward); compiled
+    graphs and accelerators always clamp (fused there, and no host sync)."""
+    if is_compiling() or x.device.type != "cpu" or x.numel() == 0:
+        return False
+    lo, hi = torch.aminmax(x.detach())
+    return bool(lo >= -LOGIT_BOUND) and bool(hi <= LOGIT_BOUND)  # NaN compares False: clamped
+
+
 def _layout_mask(mask: Tensor, like: Tensor, dtype: torch.dtype) -> Tensor:
     """A call-time mask (N, *S), (N, 1, *S) or (N, C, *S) as float weights of ``like``'s rank."""
     m = mask.to(dtype)
@@ -442,7 +518,7 @@ def normalise(logits: Tensor, target: Tensor, opts: InputOptions, mask: Tensor |
     mode, ii = opts.mode, opts.ignore_index
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     x = logits.to(dtype)
-    if opts.from_logits:
+    if opts.from_logits and not _within_bound(x):
         x = x.clamp(-LOGIT_BOUND, LOGIT_BOUND)
     target = widen(target)
     valid: Tensor | None = None

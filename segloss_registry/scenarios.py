@@ -118,7 +118,7 @@ def load_scenario(path: str | Path) -> Scenario:
             raise SeglossError(f"scenario {path}: unknown key '{key}'{did_you_mean(key, _TOP_KEYS)}; "
                                f"keys: {', '.join(_TOP_KEYS)}")
     if not isinstance(data.get("spec"), str):
-        raise SeglossError(f"scenario {path}: 'spec' (a loss spec string such as \"bce+dice\") is required")
+        raise SeglossError(f"scenario {path}: 'spec' (a loss spec string, as build_loss takes) is required")
     prof = data.get("profile", {})
     for key in prof:
         if key not in _PROFILE_KEYS:

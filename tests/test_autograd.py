@@ -1,0 +1,248 @@
+"""The closed-form backward Functions of ``segloss_registry._autograd`` against autograd of the plain formulas.
+
+Each Function is checked twice: ``torch.autograd.gradcheck`` in float64 (its backward against
+finite differences of its own forward), and its value and gradient against autograd of the
+plain formula written here (``torch.sigmoid``, ``F.logsigmoid``, ``F.binary_cross_entropy_with_logits``,
+``torch.minimum``), with masks, ignore_index, soft targets and extreme logits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segloss_registry import _autograd as ag
+from segloss_registry import build_loss
+from segloss_registry._inputs import InputOptions, normalise
+
+
+def _x(shape=(2, 1, 5, 6), scale=3.0, seed=0, extreme=False):
+    g = torch.Generator().manual_seed(seed)
+    x = scale * torch.randn(*shape, dtype=torch.float64, generator=g)
+    if extreme:  # saturated logits, where naive formulas give inf/nan
+        x.view(-1)[:4] = torch.tensor([60.0, -60.0, 700.0, -700.0], dtype=torch.float64)
+    return x.requires_grad_(True)
+
+
+def _t(shape=(2, 1, 5, 6), soft=False, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(*shape, dtype=torch.float64, generator=g)
+    return t if soft else (t > 0.6).double()
+
+
+def _grad(f, x):
+    x.grad = None
+    f(x).backward()
+    return x.grad.clone()
+
+
+def _close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _sig(x):
+    return ag.Sigmoid.apply(x)
+
+
+# -- gradcheck of every Function ------------------------------------------------------------------
+def test_sigmoid_gradcheck_and_value():
+    x = _x()
+    assert torch.autograd.gradcheck(lambda z: _sig(z)[0], (x,))
+    p, lse = _sig(x)
+    _close(p, torch.sigmoid(x))
+    _close(lse, torch.log1p(torch.exp(-x.abs())))
+    assert not lse.requires_grad
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("extreme", [False, True])
+def test_log_sigmoid(sign, extreme):
+    x = _x(extreme=extreme)
+
+    def ours(z):
+        p, lse = _sig(z)
+        return ag.LogSigmoid.apply(z, p.detach(), lse, sign)
+
+    plain = (lambda z: F.logsigmoid(z)) if sign > 0 else (lambda z: F.logsigmoid(-z))
+    _close(ours(x), plain(x))
+    _close(_grad(lambda z: (ours(z) * torch.arange(60.0, dtype=z.dtype).view_as(z)).sum(), x),
+           _grad(lambda z: (plain(z) * torch.arange(60.0, dtype=z.dtype).view_as(z)).sum(), x))
+    assert torch.autograd.gradcheck(ours, (_x(),))
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("extreme", [False, True])
+def test_bce_elements(soft, extreme):
+    x, t = _x(extreme=extreme), _t(soft=soft)
+
+    def ours(z):
+        p, lse = _sig(z)
+        return ag.BCEElements.apply(z, t, p.detach(), lse)
+
+    def plain(z):
+        return F.binary_cross_entropy_with_logits(z, t, reduction="none")
+
+    _close(ours(x), plain(x))
+    w = torch.rand(x.shape, dtype=x.dtype)
+    _close(_grad(lambda z: (ours(z) * w).sum(), x), _grad(lambda z: (plain(z) * w).sum(), x))
+    assert torch.isfinite(_grad(lambda z: ours(z).sum(), x)).all()
+    assert torch.autograd.gradcheck(ours, (_x(),))
+
+
+def _plain_focal(z, t, gamma, alpha):
+    p = torch.sigmoid(z)
+    bce = F.binary_cross_entropy_with_logits(z, t, reduction="none")
+    u = p * (1 - t) + (1 - p) * t  # 1 - p_t
+    lo = 1e-12 if gamma < 1 else 0.0
+    loss = bce * (u * u if gamma == 2 else u.clamp_min(lo) ** gamma)
+    if alpha is not None:
+        loss = loss * (alpha * t + (1 - alpha) * (1 - t))
+    return loss
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 3.5])
+@pytest.mark.parametrize("alpha", [None, 0.25, "per-channel"])
+@pytest.mark.parametrize("soft", [False, True])
+def test_focal_elements(gamma, alpha, soft):
+    shape = (2, 3, 4, 5)
+    x, t = _x(shape), _t(shape, soft=soft)
+    a = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64).view(1, 3, 1, 1) if alpha == "per-channel" else alpha
+
+    def ours(z):
+        p, lse = _sig(z)
+        return ag.FocalElements.apply(z, t, p.detach(), lse, gamma, a)
+
+    _close(ours(x), _plain_focal(x, t, gamma, a))
+    w = torch.rand(shape, dtype=x.dtype)
+    _close(_grad(lambda z: (ours(z) * w).sum(), x), _grad(lambda z: (_plain_focal(z, t, gamma, a) * w).sum(), x))
+    assert torch.autograd.gradcheck(ours, (_x(shape),))
+
+
+def test_focal_elements_extreme_logits_finite():
+    x, t = _x(extreme=True), _t()
+    p, lse = _sig(x)
+    out = ag.FocalElements.apply(x, t, p.detach(), lse, 2.0, 0.25)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    x2 = x.detach().clone().requires_grad_(True)
+    _close(out, _plain_focal(x2, t, 2.0, 0.25))
+
+
+def _plain_region(p, t, w, dims, soft, weigh_t):
+    pw = p if w is None else p * w
+    tw = t * w if weigh_t and w is not None else t
+    inter = torch.minimum(pw, tw) if soft else pw * t
+    return inter.sum(dims), pw.sum(dims), tw.sum(dims)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("weights", [None, "binary", "float"])
+@pytest.mark.parametrize("dims", [(0, 2, 3), (2, 3)])
+def test_region_sums(soft, weights, dims):
+    shape = (2, 3, 4, 5)
+    x, t = _x(shape), _t(shape, soft=True)
+    g = torch.Generator().manual_seed(5)
+    w = None
+    if weights == "binary":
+        w = (torch.rand(2, 1, 4, 5, generator=g) > 0.3).double()
+        t = t * w  # the core zeroes the target where the 0/1 mask is 0
+    elif weights == "float":
+        w = 2 * torch.rand(2, 1, 4, 5, generator=g, dtype=torch.float64)
+    weigh_t = weights == "float"
+
+    def ours(z):
+        return ag.RegionSums.apply(torch.sigmoid(z), t, w, dims, soft, weigh_t)
+
+    def plain(z):
+        return _plain_region(torch.sigmoid(z), t, w, dims, soft, weigh_t)
+
+    for a, b in zip(ours(x), plain(x)):
+        _close(a, b)
+    c1, c2 = torch.rand(ours(x)[0].shape, dtype=x.dtype), torch.rand(ours(x)[0].shape, dtype=x.dtype)
+
+    def scal(f):
+        return lambda z: ((f(z)[0] * c1).sum() + (f(z)[1] * c2).sum() + f(z)[0].sum() / (1 + f(z)[1].sum()))
+
+    _close(_grad(scal(ours), x), _grad(scal(plain), x))
+    assert torch.autograd.gradcheck(lambda z: ours(z)[:2], (_x(shape),))
+
+
+def test_region_sums_only_p_used():
+    x, t = _x(), _t()
+    (_, P, _) = ag.RegionSums.apply(torch.sigmoid(x), t, None, (0, 2, 3), True, False)
+    P.sum().backward()
+    _close(x.grad, (torch.sigmoid(x) * (1 - torch.sigmoid(x))).detach())
+
+
+def test_double_backward_is_refused_clearly():
+    x, t = _x(), _t()
+    p, lse = _sig(x)
+    loss = ag.BCEElements.apply(x, t, p.detach(), lse).sum()
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, x, create_graph=True)
+
+
+# -- through Inputs and whole losses: eager (the Functions) == the plain formulas ----------------------
+@pytest.mark.parametrize("ignore", [False, True])
+def test_focal_elements_through_inputs(ignore):
+    x = _x((2, 1, 6, 6), extreme=True)
+    t = _t((2, 1, 6, 6))
+    opts = InputOptions("binary", True, 2 if ignore else None)
+    tt = t.clone()
+    if ignore:
+        tt.view(-1)[::5] = 2
+    inp = normalise(x, tt, opts)
+    got = inp.pixel_mean(inp.focal_elements(2.0, 0.25))
+    valid = (tt != 2).double()
+    want = (_plain_focal(x, tt * valid, 2.0, 0.25) * valid).sum() / valid.sum()
+    _close(got, want)
+    _close(_grad(lambda z: inp_mean(z, tt, opts), x), _grad(lambda z: (_plain_focal(z, tt * valid, 2.0, 0.25)
+                                                                        * valid).sum() / valid.sum(), x))
+
+
+def inp_mean(z, t, opts):
+    inp = normalise(z, t, opts)
+    return inp.pixel_mean(inp.focal_elements(2.0, 0.25))
+
+
+@pytest.mark.parametrize("spec", ["bce+dice+focal", "iou+tversky", "focal(gamma=0.5, alpha=None)+dice(per_image=True)"])
+@pytest.mark.parametrize("masking", [None, "ignore", "bool", "float"])
+def test_eager_losses_gradcheck(spec, masking):
+    x = _x((2, 1, 5, 6), extreme=False)
+    t = _t((2, 1, 5, 6))
+    kw = {}
+    mask = None
+    if masking == "ignore":
+        t = t.clone()
+        t.view(-1)[::4] = 255
+        kw["ignore_index"] = 255
+    elif masking == "bool":
+        mask = torch.rand(2, 5, 6, generator=torch.Generator().manual_seed(3)) > 0.3
+    elif masking == "float":
+        mask = torch.rand(2, 5, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    crit = build_loss(spec, compile=False, **kw)
+    assert torch.autograd.gradcheck(lambda z: crit(z, t, mask=mask), (x,))
+
+
+@pytest.mark.parametrize("spec", ["bce+dice+focal", "focal+iou"])
+def test_eager_equals_plain_autograd_at_extreme_logits(spec):
+    """The eager Functions against the same losses traced as plain formulas (the compiled path's
+    code, run eagerly with ``is_compiling`` forced)."""
+    x = _x((2, 1, 6, 6), extreme=True)
+    t = _t((2, 1, 6, 6))
+    crit = build_loss(spec, compile=False)
+    v1 = crit(x, t)
+    g1 = torch.autograd.grad(v1, x)[0]
+    import segloss_registry._inputs as inputs_mod
+
+    orig = inputs_mod.is_compiling
+    inputs_mod.is_compiling = lambda: True
+    try:
+        v2 = crit(x, t)
+        g2 = torch.autograd.grad(v2, x)[0]
+    finally:
+        inputs_mod.is_compiling = orig
+    _close(v1, v2)
+    _close(g1, g2)
+    assert torch.isfinite(g1).all()
