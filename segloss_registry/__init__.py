@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._composite import CompileWarning, CompositeLoss, Term, build_loss
 from ._declare import Loss, Recipe, losses_hook
 from ._describe import describe
-from ._composite import CompileWarning, CompositeLoss, Term, build_loss
 from ._errors import (
     AmbiguousLossError,
     InputError,
@@ -24,8 +24,8 @@ from ._errors import (
 from ._functional import functional_loss
 from ._hookspecs import Register, RegisterPeer, hookimpl
 from ._inputs import InputOptions, Inputs, safe_ratio
-from ._params import LossParams, NoParams, RegionParams, check_class_mean_mode, check_class_weights, per_class
-from ._registry import LossInfo, PluginInfo, PluginWarning, Registry, get_registry
+from ._params import LossParams, NoParams, RegionParams, check_class_mean_mode, check_class_weights, odd_int, per_class
+from ._registry import LossInfo, PluginInfo, PluginWarning, RecipeInfo, Registry, get_registry
 
 __version__ = "0.1.0"
 
@@ -50,7 +50,9 @@ __all__ = [
     "per_class",
     "check_class_weights",
     "check_class_mean_mode",
+    "odd_int",
     "LossInfo",
+    "RecipeInfo",
     "PluginInfo",
     "Registry",
     "get_registry",
@@ -69,7 +71,7 @@ __all__ = [
 ]
 
 
-def list_losses(pattern: str = "*") -> list[LossInfo]:
+def list_losses(pattern: str = "*") -> list[LossInfo | RecipeInfo]:
     """Registered losses whose name or alias matches ``pattern`` (wildcards), naturally sorted."""
     return get_registry().list(pattern)
 

@@ -355,7 +355,7 @@ class CompositeLoss(nn.Module):
             _compile.allow_retained_backward(total)
         except SeglossError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any compile/run failure falls back to eager with a warning
             return self._fall_back(exc, logits, target, mask, weights, policy)
         if [t._version for t in (logits, target)] != versions:
             raise PluginError(

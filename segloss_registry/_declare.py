@@ -10,7 +10,7 @@ and the hook registration, so a plugin file holds its params model, its formula 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -46,6 +46,11 @@ class Loss(Generic[P]):
     summary: str = ""
     hints: Mapping[str, str] = field(default_factory=dict)
     default_mode: str | None = None  # the plain function's default: "binary" when supported, else modes[0]
+
+    def __post_init__(self) -> None:
+        # the plain function's help is the formula's docstring (formula, shapes, parameters, example)
+        if self.fn.__doc__:
+            object.__setattr__(self, "__doc__", self.fn.__doc__)
 
     @property
     def mode(self) -> str:

@@ -7,10 +7,10 @@ from typing import Any
 
 from torch import Tensor
 
-from ._errors import InputError, LossConfigError, did_you_mean
+from ._errors import InputError, LossConfigError
 from ._inputs import check_inputs, no_autocast, normalise
 from ._options import LossOptions
-from ._params import MODES, LossParams, per_class_fields, validate_params
+from ._params import LossParams, per_class_fields, validate_params
 
 __all__ = ["check_per_class", "functional_loss", "mode_problem"]
 
@@ -22,11 +22,15 @@ def mode_problem(name: str, mode: str, modes: Sequence[str], hints: Mapping[str,
 
 
 def check_per_class(name: str, params: LossParams, mode: str, logits: Tensor) -> None:
-    """Every list in a ``per_class()`` field of ``params`` has one entry per class (C; 1 in binary mode)."""
+    """Every flat list in a ``per_class()`` field of ``params`` has one entry per class (C; 1 in binary mode).
+
+    The same rule and message as ``build_loss``'s; a nested list (a C x C matrix) is left to its loss,
+    whose message can name both sizes.
+    """
     C = 1 if mode == "binary" else logits.shape[1]
     for field in per_class_fields(type(params)):
         value = getattr(params, field, None)
-        if isinstance(value, list) and len(value) != C:
+        if isinstance(value, list) and not any(isinstance(v, list) for v in value) and len(value) != C:
             raise InputError(f"{mode}: {name}: {field} has {len(value)} entries but the logits "
                              f"{tuple(logits.shape)} have C = {C}; give one per class")
 

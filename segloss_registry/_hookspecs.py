@@ -66,7 +66,8 @@ class RegisterPeer(Protocol):
 
 @hookspec
 def register_losses(register: Register) -> None:
-    """Call ``register(name, fn, params=Model, aliases=(), summary=..., modes=..., dims=..., hints=...)`` once per loss."""
+    """Call ``register(name, fn, params=Model, aliases=(), summary=..., modes=..., dims=..., hints=...)``
+    once per loss."""
 
 
 @hookspec

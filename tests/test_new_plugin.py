@@ -45,7 +45,8 @@ def test_writes_the_skeleton_with_every_name_filled_in(tmp_path: Path, capsys: p
     assert meta["project"]["entry-points"]["segloss_registry"] == {"segloss_brier_demo": "segloss_brier_demo"}
     assert meta["project"]["dependencies"] == [f"segloss-registry>={__version__}"]
     code = (tmp_path / "pkg" / "src" / "segloss_brier_demo" / "__init__.py").read_text()
-    assert "class BrierDemoParams(LossParams)" in code and "def brier_demo_loss(" in code
+    assert "class BrierDemoParams(LossParams)" in code and "def brier_demo(inp: Inputs" in code
+    assert "brier_demo_loss = Loss(" in code and "register_losses = losses_hook(brier_demo_loss)" in code
 
 
 def test_default_directory_and_name_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,16 +16,19 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from segloss_registry import Registry
+from segloss_registry import Registry, SeglossError
 from segloss_registry.cli import main
 from segloss_registry.cli.plugins_cmd import format_table, plugin_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "segloss-example-plugin"
+OLD_API = ROOT / "tests" / "plugin_fixtures" / "old_api_plugin"  # the example as written before Loss/losses_hook
 SKIP_COPY = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
 
 RIVAL_PYPROJECT = """\
@@ -267,6 +270,122 @@ def test_the_examples_own_tests_pass_against_the_installed_wheel(site_one: Path,
                           cwd=wheels["src"], capture_output=True, text=True, timeout=300, env=_env(site_one))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+# -- a plugin written against the first API (register(...) in a @hookimpl, functional_loss) -------------
+def _both_examples(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """The old-API copy and today's declarative example, imported from their source trees."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(OLD_API / "src"))
+    monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
+    for name in ("segloss_example", "segloss_example_old"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    old, new = importlib.import_module("segloss_example_old"), importlib.import_module("segloss_example")
+    monkeypatch.setitem(sys.modules, "segloss_example_old", old)  # removed again after the test
+    monkeypatch.setitem(sys.modules, "segloss_example", new)
+    return old, new
+
+
+def test_the_old_api_fixture_is_the_first_api() -> None:
+    """The fixture really is written the old way; the example the new way (so the test below compares the two)."""
+    old = (OLD_API / "src" / "segloss_example_old" / "__init__.py").read_text()
+    new = (EXAMPLE / "src" / "segloss_example" / "__init__.py").read_text()
+    assert "@hookimpl\ndef register_losses(register: Any) -> None:\n    register(" in old
+    assert "return functional_loss(" in old and "Loss(" not in old
+    assert "register_losses = losses_hook(sensitivity_specificity_loss)" in new and "hookimpl" not in new
+
+
+def test_a_plugin_written_against_the_old_api_loads_and_equals_the_declarative_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from segloss_registry import Loss, PluginWarning, build_loss
+    from segloss_registry.testing import check_loss
+
+    old, new = _both_examples(monkeypatch)
+    assert isinstance(new.sensitivity_specificity_loss, Loss) and not isinstance(old.sensitivity_specificity_loss, Loss)
+    registry = Registry()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)  # both register 'sensitivity_specificity': ambiguous short name
+        assert registry.register_plugin(old, "segloss_example_old").status == "loaded"
+        assert registry.register_plugin(new, "segloss_example").status == "loaded"
+    a = registry.resolve("segloss_example_old:sensitivity_specificity")
+    b = registry.resolve("segloss_example:sensitivity_specificity")
+    assert (a.aliases, a.modes, a.dims, a.summary) == (b.aliases, b.modes, b.dims, b.summary)
+    assert a.params.model_json_schema() == b.params.model_json_schema()
+    check_loss("segloss_example_old:sensitivity_specificity", registry=registry, compile=False)
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 6, 7, generator=g)
+    ids = torch.randint(0, 3, (2, 6, 7), generator=g)
+    ids[0, :2] = -1  # ignored pixels
+    xb, tb = torch.randn(2, 1, 9, generator=g), (torch.rand(2, 1, 9, generator=g) < 0.3).float()
+    cases = [
+        (xb, tb, {"mode": "binary"}, {}),
+        (xb, tb, {"mode": "binary"}, {"r": 0.5, "per_image": True}),
+        (x, ids, {"mode": "multiclass", "ignore_index": -1}, {"class_weights": [1.0, 2.0, 0.5]}),
+        (x, ids.clamp_min(0), {"mode": "multiclass"}, {"include_background": False, "r": 0.2}),
+        (x, (torch.rand(2, 3, 6, 7, generator=g) < 0.5).float(), {"mode": "multilabel"}, {}),
+    ]
+    for logits, target, options, params in cases:
+        values = [
+            build_loss(f"{plugin}:sensitivity_specificity", registry=registry, compile=False, **options, **params)(
+                logits, target)
+            for plugin in ("segloss_example_old", "segloss_example")
+        ]
+        plain_old = old.sensitivity_specificity_loss(logits, target, **options, **params)
+        plain_new = new.sensitivity_specificity_loss(logits, target, **options, **params)
+        for v in (*values, plain_old):
+            torch.testing.assert_close(v, plain_new, rtol=0, atol=0)
+    # the old wrapper's errors are the new declaration's
+    for bad in ({"r": 2.0}, {"mode": "multiclass", "class_weights": [1.0]}):
+        errors = []
+        for fn in (old.sensitivity_specificity_loss, new.sensitivity_specificity_loss):
+            with pytest.raises(SeglossError) as info:
+                fn(x if bad.get("mode") else xb, ids if bad.get("mode") else tb, **bad)
+            errors.append(str(info.value))
+        assert errors[0] == errors[1]
+
+
+@pytest.fixture(scope="module")
+def site_old_and_new(wheels: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The old-API plugin's wheel and the declarative example's, installed into one directory."""
+    tmp = tmp_path_factory.mktemp("old_api")
+    shutil.copytree(OLD_API, tmp / "old", ignore=SKIP_COPY)
+    _pip("wheel", "--no-deps", "--no-index", "--no-build-isolation", "-w", str(tmp / "w"), str(tmp / "old"))
+    (old_wheel,) = (tmp / "w").glob("segloss_example_old_api-*.whl")
+    site = tmp / "site"
+    _pip("install", "--no-deps", "--no-index", "--target", str(site), str(old_wheel), str(wheels["example"]))
+    return site
+
+
+@pytest.mark.slow
+def test_an_installed_old_api_plugin_loads_next_to_the_new_one(site_old_and_new: Path) -> None:
+    out = _python(site_old_and_new, """
+    import json, warnings, torch
+    from segloss_registry import build_loss, list_plugins
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = {p.name: (p.status, p.distribution, list(p.losses)) for p in list_plugins()}
+    torch.manual_seed(2)
+    x = torch.randn(2, 1, 8, 8)
+    t = (torch.rand(2, 1, 8, 8) < 0.3).float()
+    old = build_loss("segloss_example_old:sensitivity_specificity + dice")(x, t).item()
+    new = build_loss("segloss_example:sensitivity_specificity + dice")(x, t).item()
+    import segloss_example_old
+    plain = segloss_example_old.sensitivity_specificity_loss(x, t).item()
+    p = torch.sigmoid(x)
+    dice = float(1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1))
+    print(json.dumps({"rows": rows, "old": old, "new": new, "plain": plain, "ref": brosch(p, t) + dice,
+                      "plain_ref": brosch(p, t)}))
+    """)
+    assert out["rows"]["segloss_example_old"] == ["loaded", "segloss-example-old-api", ["sensitivity_specificity"]]
+    assert out["rows"]["segloss_example"] == ["loaded", "segloss-example-plugin", ["sensitivity_specificity"]]
+    assert out["old"] == out["new"]
+    assert out["old"] == pytest.approx(out["ref"], rel=1e-5)
+    assert out["plain"] == pytest.approx(out["plain_ref"], rel=1e-5)
 
 
 # -- `segloss plugins` in this process: failed, blocked, table and JSON ----------------------------------

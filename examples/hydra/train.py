@@ -32,7 +32,8 @@ def shapes(n: int, size: int, classes: int, seed: int) -> tuple[torch.Tensor, to
         cy, cx = torch.randint(size // 4, 3 * size // 4, (2,), generator=g).tolist()
         r = int(torch.randint(size // 8 + 1, size // 4 + 1, (1,), generator=g))
         cls = 1 + i % (classes - 1)
-        region = ((yy - cy).abs() <= r) & ((xx - cx).abs() <= r) if cls == 1 else (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        square = ((yy - cy).abs() <= r) & ((xx - cx).abs() <= r)
+        region = square if cls == 1 else (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
         ids[i][region] = cls
     img = ids[:, None].float() / (classes - 1) + 0.2 * torch.randn(n, 1, size, size, generator=g)
     return img, ids

@@ -15,18 +15,13 @@ Ignored pixels leave both terms. Multiclass: applied to every class's softmax ma
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, safe_ratio
+from segloss_registry import Inputs, Loss, LossParams, losses_hook, safe_ratio
 
 __all__ = ["ActiveContourParams", "active_contour", "active_contour_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
-
 
 class ActiveContourParams(LossParams):
     weight: float = Field(10.0, ge=0, le=1e6, description="weight of the length term, in [0, 1e6]")
@@ -43,33 +38,60 @@ def _aligned(x: Tensor, axis: int, dims: tuple[int, ...], combine: str) -> Tenso
 
 
 def active_contour(inp: Inputs, params: ActiveContourParams) -> Tensor:
-    """Active contour loss from normalised inputs; a 0-dim tensor."""
+    r"""Active contour loss (Chen et al. 2019), ``weight * length + region``; a 0-dim tensor.
+
+    .. math::
+
+        L = w \operatorname{mean}\Big(\sqrt{\textstyle\sum_k \Delta_k(p)^2 + 10^{-8}}\Big)
+            + \operatorname{mean}\big(p (t - 1)^2\big) + \operatorname{mean}\big((1 - p) t^2\big)
+
+    ``Delta_k`` is the finite difference along spatial axis ``k``, cropped so that all of them
+    line up (in 2D exactly the seed's ``x[:, :, 1:, :-2]`` and ``y[:, :, :-2, 1:]``).
+
+    Shapes (plain function ``active_contour_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, H, W[, D])`` or ``(N, H, W[, D])``, target the same in [0, 1];
+        - multiclass: logits ``(N, C, H, W[, D])``, target class ids ``(N, H, W[, D])`` or one-hot;
+        - multilabel: logits and target ``(N, C, H, W[, D])``;
+        - 2D and 3D only; returns a 0-dim tensor.
+
+    Parameters (``ActiveContourParams``):
+        weight: ``w``, the weight of the length term in [0, 1e6], default 10.
+
+    Example:
+        >>> import torch
+        >>> from segloss_active_contour import active_contour_loss
+        >>> logits = torch.tensor([[[[0.0, 2.0, 2.0, 0.0],
+        ...                          [0.0, 2.0, 2.0, 0.0],
+        ...                          [-2.0, -2.0, 0.0, 0.0]]]])  # (N=1, C=1, 3, 4): binary, 2D
+        >>> target = torch.tensor([[[[0.0, 1.0, 1.0, 0.0],
+        ...                          [0.0, 1.0, 1.0, 0.0],
+        ...                          [0.0, 0.0, 0.0, 0.0]]]])
+        >>> round(active_contour_loss(logits, target).item(), 4)
+        6.471
+        >>> round(active_contour_loss(logits, target, weight=1.0).item(), 4)
+        0.9257
+    """
     p, t = inp.prob, inp.target
     region = inp.pixel_mean(p * (t - 1) ** 2 + (1 - p) * t**2)
     dims = inp.spatial_dims
     if params.weight == 0 or min(p.shape[d] for d in dims) < 3:
         return region
-    sq = sum(_aligned(p, d, dims, "diff") ** 2 for d in dims)
+    sq = _aligned(p, dims[0], dims, "diff") ** 2
+    for d in dims[1:]:
+        sq = sq + _aligned(p, d, dims, "diff") ** 2
     length_map = torch.sqrt(sq + 1e-8)
     if inp.mask is None:
         length = length_map.mean()
     else:
         m = inp.mask.expand_as(p)
-        mm = None
-        for d in dims:
-            md = _aligned(m, d, dims, "prod")
-            mm = md if mm is None else mm * md
+        mm = _aligned(m, dims[0], dims, "prod")
+        for d in dims[1:]:
+            mm = mm * _aligned(m, d, dims, "prod")
         length = safe_ratio((length_map * mm).sum(), mm.sum(), empty=0.0)
     return params.weight * length + region
 
 
-def active_contour_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Active contour loss of ``logits`` against ``target``; see the module docstring."""
-    return functional_loss("active_contour", active_contour, ActiveContourParams, MODES, logits, target,
-                           mode=mode, **kwargs)
+active_contour_loss = Loss("active_contour", active_contour, ActiveContourParams, aliases=("acl",), dims=(2, 3),
+                           summary="weight * contour length + region terms (Chen et al. 2019), 2D and 3D")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("active_contour", active_contour, params=ActiveContourParams, aliases=("acl",), modes=MODES,
-             dims=(2, 3), summary="weight * contour length + region terms (Chen et al. 2019), 2D and 3D")
+register_losses = losses_hook(active_contour_loss)

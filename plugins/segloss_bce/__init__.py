@@ -8,17 +8,14 @@ runs over every valid element. Binary and multilabel modes (use ``ce`` for multi
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, per_class
+from segloss_registry import Inputs, Loss, LossParams, losses_hook, per_class
 
 __all__ = ["BCEParams", "bce", "bce_loss"]
-
-MODES = ("binary", "multilabel")
 
 
 class BCEParams(LossParams):
@@ -39,7 +36,34 @@ class BCEParams(LossParams):
 
 
 def bce(inp: Inputs, params: BCEParams) -> Tensor:
-    """BCE from normalised inputs; a 0-dim tensor."""
+    r"""Binary cross-entropy from logits, the mean over the valid elements; a 0-dim tensor.
+
+    .. math::
+
+        L = \operatorname{mean}\big(-(w\, t \log p + (1 - t) \log(1 - p))\big),\quad p = \sigma(x)
+
+    ``log p`` and ``log(1 - p)`` are computed from the logits ``x`` (finite for any logit);
+    ``w`` is ``pos_weight`` (1 when None), one value or one per channel.
+
+    Shapes (plain function ``bce_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``BCEParams``):
+        pos_weight: weight of the positive targets in (0, 1e6]: one number, or a list of one
+            per channel (C entries in multilabel mode); None (default) weighs them 1.
+
+    Example:
+        >>> import torch
+        >>> from segloss_bce import bce_loss
+        >>> logits = torch.tensor([[[-1.0, 0.0, 2.0, 3.0]]])  # (N=1, C=1, 4): binary, 1D
+        >>> target = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+        >>> round(bce_loss(logits, target).item(), 4)
+        0.2955
+        >>> round(bce_loss(logits, target, pos_weight=2.0).item(), 4)
+        0.3394
+    """
     t = inp.target
     pw = params.pos_weight
     if pw is None:
@@ -50,11 +74,8 @@ def bce(inp: Inputs, params: BCEParams) -> Tensor:
     return inp.pixel_mean(-(pos + (1 - t) * inp.log1m_prob))
 
 
-def bce_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """BCE of ``logits`` against ``target`` in [0, 1]; see the module docstring."""
-    return functional_loss("bce", bce, BCEParams, MODES, logits, target, mode=mode, **kwargs)
+bce_loss = Loss("bce", bce, BCEParams, modes=("binary", "multilabel"),
+                summary="binary cross-entropy from logits, pos_weight",
+                hints={"multiclass": "use 'ce' for multiclass targets"})
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("bce", bce, params=BCEParams, modes=MODES, summary="binary cross-entropy from logits, pos_weight")
+register_losses = losses_hook(bce_loss)

@@ -27,12 +27,10 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl
-from segloss_registry._params import odd_int
+from segloss_registry import Inputs, Loss, LossParams, losses_hook, odd_int
 
 __all__ = ["BoundaryParams", "boundary", "boundary_loss"]
 
-MODES = ("binary", "multiclass", "multilabel")
 _POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
@@ -47,7 +45,40 @@ class BoundaryParams(LossParams):
 
 
 def boundary(inp: Inputs, params: BoundaryParams) -> Tensor:
-    """Boundary F1 loss from normalised inputs; a 0-dim tensor."""
+    r"""Boundary F1 loss of Bokhovkin et al. 2019, ``mean_{n,c}(1 - BF1)``; a 0-dim tensor.
+
+    Per sample ``n`` and class ``c``, with ``pool_k`` a max-pool of size ``k``, stride 1 and
+    same padding over the valid pixels::
+
+        y_b  = pool_theta0(1 - y) - (1 - y),   y_be = pool_theta(y_b)     (y = p or t)
+        P = sum(p_b t_be) / (sum(p_b) + 1e-7),  R = sum(p_be t_b) / (sum(t_b) + 1e-7)
+        BF1 = 2 P R / (P + R + 1e-7)
+
+    ``p`` is the softmax over classes; binary mode uses the two classes ``1 - p`` and ``p``,
+    multilabel each channel's sigmoid.
+
+    Shapes (plain function ``boundary_loss(logits, target, mode="multiclass")``):
+        - multiclass (the default): logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``BoundaryParams``):
+        theta0: size of the boundary's max-pool, an odd integer in [1, 255], default 3.
+        theta: size of the extended boundary's max-pool, an odd integer in [1, 255], default 5.
+
+    Example:
+        >>> import torch
+        >>> from segloss_boundary import boundary_loss
+        >>> logits = torch.tensor([[[[0.0, 2.0, 2.0, 0.0],
+        ...                          [0.0, 2.0, 2.0, 0.0],
+        ...                          [-2.0, -2.0, 0.0, 0.0]]]])  # (N=1, C=1, 3, 4)
+        >>> target = torch.tensor([[[[0.0, 1.0, 1.0, 0.0],
+        ...                          [0.0, 1.0, 1.0, 0.0],
+        ...                          [0.0, 0.0, 0.0, 0.0]]]])
+        >>> round(boundary_loss(logits, target, mode="binary").item(), 4)
+        0.1353
+    """
     p, t = inp.prob, inp.target
     if inp.mode == "binary":
         p = torch.cat([1 - p, p], dim=1)
@@ -75,12 +106,7 @@ def boundary(inp: Inputs, params: BoundaryParams) -> Tensor:
     return ((1 - bf1) * seen).sum() / torch.where(count > 0, count, torch.ones_like(count))
 
 
-def boundary_loss(logits: Tensor, target: Tensor, *, mode: str = "multiclass", **kwargs: Any) -> Tensor:
-    """Boundary F1 loss of ``logits`` against ``target``; see the module docstring."""
-    return functional_loss("boundary", boundary, BoundaryParams, MODES, logits, target, mode=mode, **kwargs)
+boundary_loss = Loss("boundary", boundary, BoundaryParams, aliases=("boundary_f1",), default_mode="multiclass",
+                     summary="boundary F1 loss of Bokhovkin et al. 2019 (theta0, theta)")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("boundary", boundary, params=BoundaryParams, aliases=("boundary_f1",), modes=MODES, dims=(1, 2, 3),
-             summary="boundary F1 loss of Bokhovkin et al. 2019 (theta0, theta)")
+register_losses = losses_hook(boundary_loss)

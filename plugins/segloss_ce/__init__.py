@@ -8,18 +8,13 @@ Multiclass mode only (``bce`` is the binary and multilabel form).
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, per_class, safe_ratio
+from segloss_registry import Inputs, Loss, LossParams, check_class_weights, losses_hook, per_class, safe_ratio
 
 __all__ = ["CEParams", "ce", "ce_loss"]
-
-MODES = ("multiclass",)
 
 
 class CEParams(LossParams):
@@ -31,13 +26,40 @@ class CEParams(LossParams):
     @field_validator("class_weights")
     @classmethod
     def _weights_ok(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (not v or any(not math.isfinite(w) or w < 0 for w in v) or sum(v) <= 0):
-            raise ValueError(f"class_weights must be a non-empty list of finite values >= 0, not all 0 (got {v})")
-        return v
+        return check_class_weights(v)
 
 
 def ce(inp: Inputs, params: CEParams) -> Tensor:
-    """Cross-entropy from normalised inputs; a 0-dim tensor."""
+    r"""Softmax cross-entropy, as ``torch.nn.functional.cross_entropy``; a 0-dim tensor.
+
+    .. math::
+
+        \ell = -\sum_c w_c t'_c \log p_c,\quad t' = (1 - ls)\, t + ls / C,\quad p = \operatorname{softmax}(x)
+
+    then the mean of ``ell`` over the valid pixels; with class ids and ``class_weights`` the
+    sum divided by the summed weights ``w_y`` of the valid pixels (PyTorch's weighted mean).
+
+    Shapes (plain function ``ce_loss(logits, target)``, multiclass mode only):
+        - logits ``(N, C, *S)``, C >= 2; target ``(N, *S)`` or ``(N, 1, *S)`` class ids in
+          [0, C), or ``(N, C, *S)`` one-hot or soft; ``*S`` 1D, 2D or 3D;
+        - returns a 0-dim tensor.
+
+    Parameters (``CEParams``):
+        class_weights: ``w``, one per class, finite and >= 0, not all 0; None weighs all 1.
+        label_smoothing: ``ls`` in [0, 1), default 0.
+
+    Example:
+        >>> import torch
+        >>> from segloss_ce import ce_loss
+        >>> logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])  # (N=1, C=3, 2)
+        >>> target = torch.tensor([[0, 2]])                                   # (N=1, 2) class ids
+        >>> round(ce_loss(logits, target).item(), 4)
+        0.8606
+        >>> round(ce_loss(logits, target, label_smoothing=0.1).item(), 4)
+        0.9273
+        >>> round(ce_loss(logits, target, class_weights=[1.0, 1.0, 3.0]).item(), 4)
+        1.206
+    """
     t = inp.target
     C = inp.num_classes
     ls = params.label_smoothing
@@ -55,13 +77,9 @@ def ce(inp: Inputs, params: CEParams) -> Tensor:
     return safe_ratio(inp.masked(per_pixel).sum(), den, empty=0.0)
 
 
-def ce_loss(logits: Tensor, target: Tensor, **kwargs: Any) -> Tensor:
-    """Cross-entropy of ``logits`` (N, C, *S) against class ids (N, *S) or soft targets (N, C, *S)."""
-    kwargs.setdefault("mode", "multiclass")
-    return functional_loss("ce", ce, CEParams, MODES, logits, target, **kwargs)
+ce_loss = Loss("ce", ce, CEParams, modes=("multiclass",), aliases=("cross_entropy",),
+               summary="softmax cross-entropy, class_weights, label_smoothing",
+               hints={"binary": "use 'bce' for binary and multilabel targets",
+                      "multilabel": "use 'bce' for binary and multilabel targets"})
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("ce", ce, params=CEParams, aliases=("cross_entropy",), modes=MODES,
-             summary="softmax cross-entropy, class_weights, label_smoothing")
+register_losses = losses_hook(ce_loss)

@@ -38,31 +38,32 @@ constant map, say) has Tprec = 1. A perfect hard prediction (p = t, t binary) gi
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import InputError, Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
+from segloss_registry import InputError, Inputs, Loss, RegionParams, losses_hook, safe_ratio
 
 __all__ = ["ClDiceParams", "cldice", "cldice_loss", "soft_erode", "soft_dilate", "soft_open", "soft_skel"]
 
-MODES = ("binary", "multiclass", "multilabel")
+_POOLS: dict[int, Callable[..., Tensor]] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 class ClDiceParams(RegionParams):
     iterations: int = Field(3, ge=0, le=100, description="skeletonisation iterations (erosions), 0..100")
-    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to the numerators and denominators of Tprec and Tsens; <= 1e6 (larger gives about 0 for any input)")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to the numerators and denominators of Tprec and "
+                          "Tsens; <= 1e6 (larger gives about 0 for any input)")
 
 
-def _pool(x: Tensor) -> Any:
-    if x.dim() == 4:
-        return F.max_pool2d
-    if x.dim() == 5:
-        return F.max_pool3d
-    raise InputError(f"cldice supports 2D and 3D inputs (N, C, H, W[, D]); got shape {tuple(x.shape)}")
+def _pool(x: Tensor) -> Callable[..., Tensor]:
+    # the loss is declared for 2D and 3D (the core checks); the soft morphology itself works on 1 to 3 axes
+    pool = _POOLS.get(x.dim() - 2)
+    if pool is None:
+        raise InputError(f"soft morphology takes (N, C, *S) with 1 to 3 spatial axes; got shape {tuple(x.shape)}")
+    return pool
 
 
 def soft_erode(x: Tensor) -> Tensor:
@@ -74,7 +75,8 @@ def soft_erode(x: Tensor) -> Tensor:
         pad = tuple(1 if a == axis else 0 for a in range(d))
         y = -pool(-x, k, (1,) * d, pad)
         out = y if out is None else torch.minimum(out, y)
-    return out  # type: ignore[return-value]
+    assert out is not None  # x has at least one spatial axis
+    return out
 
 
 def soft_dilate(x: Tensor) -> Tensor:
@@ -84,6 +86,7 @@ def soft_dilate(x: Tensor) -> Tensor:
 
 
 def soft_open(x: Tensor) -> Tensor:
+    """Soft opening of (N, C, *S): ``soft_dilate(soft_erode(x))``."""
     return soft_dilate(soft_erode(x))
 
 
@@ -98,7 +101,41 @@ def soft_skel(x: Tensor, iterations: int) -> Tensor:
 
 
 def cldice(inp: Inputs, params: ClDiceParams) -> Tensor:
-    """clDice loss from normalised inputs; a 0-dim tensor."""
+    r"""clDice loss (Shit et al. 2021), ``1 - clDice`` per class, then the class mean; a 0-dim tensor.
+
+    .. math::
+
+        T_{prec} = \frac{\sum S_p t + s}{\sum S_p + s},\quad
+        T_{sens} = \frac{\sum S_t p + s}{\sum S_t + s},\quad
+        L = 1 - \frac{2 T_{prec} T_{sens}}{T_{prec} + T_{sens}}
+
+    ``S_p = soft_skel(p)`` and ``S_t = soft_skel(t)`` are the soft skeletons (iterated soft
+    erosions and openings, see the module docstring); the sums run over the batch and space
+    of each class (``per_image``: over space, then the mean over images).
+
+    Shapes (plain function ``cldice_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, H, W[, D])`` or ``(N, H, W[, D])``, target the same in [0, 1];
+        - multiclass: logits ``(N, C, H, W[, D])``, target class ids ``(N, H, W[, D])`` or one-hot;
+        - multilabel: logits and target ``(N, C, H, W[, D])``;
+        - 2D and 3D only; returns a 0-dim tensor.
+
+    Parameters (``ClDiceParams``):
+        iterations: soft-skeleton iterations (erosions), 0..100, default 3.
+        smooth: ``s`` >= 0, default 1.
+        per_image, class_weights, include_background, sync: as in ``dice``.
+
+    Example:
+        >>> import torch
+        >>> from segloss_cldice import cldice_loss
+        >>> logits = torch.tensor([[[[0.0, 2.0, 2.0, 0.0],
+        ...                          [0.0, 2.0, 2.0, 0.0],
+        ...                          [-2.0, -2.0, 0.0, 0.0]]]])  # (N=1, C=1, 3, 4): binary, 2D
+        >>> target = torch.tensor([[[[0.0, 1.0, 1.0, 0.0],
+        ...                          [0.0, 1.0, 1.0, 0.0],
+        ...                          [0.0, 0.0, 0.0, 0.0]]]])
+        >>> round(cldice_loss(logits, target).item(), 4)
+        0.1692
+    """
     p = inp.masked(inp.prob)
     t = inp.target  # 0 where ignored
     skel_p = soft_skel(p, params.iterations)
@@ -110,12 +147,8 @@ def cldice(inp: Inputs, params: ClDiceParams) -> Tensor:
     return inp.class_mean(1 - cl, params)
 
 
-def cldice_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """clDice loss of ``logits`` against ``target``; see the module docstring."""
-    return functional_loss("cldice", cldice, ClDiceParams, MODES, logits, target, mode=mode, **kwargs)
+cldice_loss = Loss("cldice", cldice, ClDiceParams, dims=(2, 3),
+                   summary="1 - clDice (Shit et al. 2021): harmonic mean of topology precision and sensitivity "
+                   "on soft skeletons")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("cldice", cldice, params=ClDiceParams, modes=MODES, dims=(2, 3),
-             summary="1 - clDice (Shit et al. 2021): harmonic mean of topology precision and sensitivity on soft skeletons")
+register_losses = losses_hook(cldice_loss)

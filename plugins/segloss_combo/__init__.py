@@ -31,18 +31,14 @@ predicted mass, close to ``1 - alpha`` plus that.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
+from segloss_dice import dice_per_class
 from torch import Tensor
 
-from segloss_dice import dice_per_class
-from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
+from segloss_registry import Inputs, Loss, RegionParams, losses_hook, safe_ratio
 
 __all__ = ["ComboParams", "combo", "combo_loss", "log1m_softmax"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class ComboParams(RegionParams):
@@ -50,7 +46,8 @@ class ComboParams(RegionParams):
     beta: float = Field(
         0.5, ge=0, le=1, description="weight of the positive part of the cross-entropy: > 0.5 penalises FN, < 0.5 FP"
     )
-    smooth: float = Field(1.0, ge=0, le=1e6, description="s of the Dice term, added to numerator and denominator; >= 0; <= 1e6 (larger gives about 0 for any input)")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s of the Dice term, added to numerator and denominator; "
+                          ">= 0; <= 1e6 (larger gives about 0 for any input)")
 
 
 def log1m_softmax(log_p: Tensor) -> Tensor:
@@ -74,7 +71,38 @@ def _log1m_prob(inp: Inputs) -> Tensor:
 
 
 def combo(inp: Inputs, params: ComboParams) -> Tensor:
-    """Combo loss from normalised inputs; a 0-dim tensor."""
+    r"""Combo loss (Taghanaki et al. 2019), weighted cross-entropy plus Dice; a 0-dim tensor.
+
+    .. math::
+
+        L = \alpha\, \mathrm{WCE} + (1 - \alpha)(1 - \mathrm{DSC}),\quad
+        \mathrm{WCE} = \operatorname{mean}_c \operatorname{mean}_{pixels}
+            -\big(\beta t \log p + (1 - \beta)(1 - t) \log(1 - p)\big),\quad
+        \mathrm{DSC} = \operatorname{mean}_c \frac{2 I_c + s}{P_c + T_c + s}
+
+    Shapes (plain function ``combo_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``
+          (the cross-entropy one class against the rest, ``log(1 - p_c)`` in log space);
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``ComboParams``):
+        alpha: weight of the cross-entropy in [0, 1], default 0.5 (``1 - alpha`` weighs ``1 - DSC``).
+        beta: weight of the positive part of the cross-entropy in [0, 1], default 0.5
+            (> 0.5 penalises false negatives, < 0.5 false positives).
+        smooth: ``s`` of the Dice term, >= 0, default 1.
+        per_image, class_weights, include_background, sync: as in ``dice`` (``per_image`` and
+            ``sync`` act on the Dice statistics).
+
+    Example:
+        >>> import torch
+        >>> from segloss_combo import combo_loss
+        >>> logits = torch.tensor([[[-1.0, 0.0, 2.0, 3.0]]])  # (N=1, C=1, 4): binary, 1D
+        >>> target = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+        >>> round(combo_loss(logits, target).item(), 4)
+        0.1574
+    """
     t, b = inp.target, params.beta
     wce = -(b * t * inp.log_prob + (1 - b) * (1 - t) * _log1m_prob(inp))
     if inp.mask is None:
@@ -86,12 +114,7 @@ def combo(inp: Inputs, params: ComboParams) -> Tensor:
     return a * inp.class_mean(ce_per_class, params) + (1 - a) * inp.class_mean(dice_per_class(inp, params), params)
 
 
-def combo_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Combo loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("combo", combo, ComboParams, MODES, logits, target, mode=mode, **kwargs)
+combo_loss = Loss("combo", combo, ComboParams,
+                  summary="alpha * beta-weighted CE + (1 - alpha)(1 - Dice) (Taghanaki et al. 2019)")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("combo", combo, params=ComboParams, modes=MODES,
-             summary="alpha * beta-weighted CE + (1 - alpha)(1 - Dice) (Taghanaki et al. 2019)")
+register_losses = losses_hook(combo_loss)

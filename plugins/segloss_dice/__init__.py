@@ -12,39 +12,76 @@ target with a non-empty prediction gives ``1 - s / (P + s)``, close to 1.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
+from segloss_registry import Inputs, Loss, RegionParams, losses_hook, safe_ratio
 
 __all__ = ["DiceParams", "dice", "dice_loss", "dice_per_class"]
 
-MODES = ("binary", "multiclass", "multilabel")
-
 
 class DiceParams(RegionParams):
-    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to numerator and denominator; >= 0 and finite; <= 1e6 (larger gives about 0 for any input)")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to numerator and denominator; >= 0 and finite; "
+                          "<= 1e6 (larger gives about 0 for any input)")
 
 
-def dice_per_class(inp: Inputs, params: DiceParams) -> Tensor:
-    """``1 - (2 I + s) / (P + T + s)`` per class (C,), or per sample and class (N, C)."""
+class _DiceStats(Protocol):
+    """What ``dice_per_class`` reads: any params model with these fields (DiceParams, ComboParams, ...)."""
+
+    @property
+    def smooth(self) -> float: ...
+    @property
+    def per_image(self) -> bool: ...
+    @property
+    def sync(self) -> str: ...
+
+
+def dice_per_class(inp: Inputs, params: _DiceStats) -> Tensor:
+    """``1 - (2 I + s) / (P + T + s)`` per class (C,), or per sample and class (N, C) with ``per_image``."""
     inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     s = params.smooth
     return 1 - safe_ratio(2 * inter + s, p_sum + t_sum + s)
 
 
 def dice(inp: Inputs, params: DiceParams) -> Tensor:
-    """Dice loss from normalised inputs; a 0-dim tensor."""
+    r"""Dice loss, per class then the mean over classes; a 0-dim tensor.
+
+    .. math::
+
+        L = \operatorname{mean}_c \Big(1 - \frac{2 I_c + s}{P_c + T_c + s}\Big),\quad
+        I_c = \sum p t,\ P_c = \sum p,\ T_c = \sum t
+
+    with the sums over the batch and the valid pixels of class ``c``, ``p`` the sigmoid
+    (binary, multilabel) or softmax (multiclass) of the logits and ``t`` the target.
+
+    Shapes (plain function ``dice_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``DiceParams``):
+        smooth: ``s`` >= 0, default 1.
+        per_image: sums per sample, then the mean over samples (default False).
+        class_weights: weights of the mean over classes (multiclass, multilabel).
+        include_background: multiclass only; False leaves class 0 out (default True).
+        sync: ``"global"`` sums ``I``, ``P``, ``T`` over the DistributedDataParallel ranks.
+
+    Example:
+        >>> import torch
+        >>> from segloss_dice import dice_loss
+        >>> logits = torch.tensor([[[-1.0, 0.0, 2.0, 3.0]]])  # (N=1, C=1, 4): binary, 1D
+        >>> target = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+        >>> round(dice_loss(logits, target).item(), 4)
+        0.167
+        >>> round(dice_loss(logits, target, smooth=0.0).item(), 4)
+        0.2033
+    """
     return inp.class_mean(dice_per_class(inp, params), params)
 
 
-def dice_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Dice loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("dice", dice, DiceParams, MODES, logits, target, mode=mode, **kwargs)
+dice_loss = Loss("dice", dice, DiceParams, summary="1 - (2I + s) / (P + T + s), per class then mean")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("dice", dice, params=DiceParams, modes=MODES, summary="1 - (2I + s) / (P + T + s), per class then mean")
+register_losses = losses_hook(dice_loss)

@@ -25,17 +25,14 @@ foreground prediction has Dice_fg = eps / (P + eps) and Dice_bg close to 0: a la
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, per_class
+from segloss_registry import Inputs, Loss, LossParams, losses_hook, per_class
 
 __all__ = ["ExpLogParams", "exp_log", "exp_log_loss"]
-
-MODES = ("binary", "multiclass")
 
 
 class ExpLogParams(LossParams):
@@ -43,7 +40,8 @@ class ExpLogParams(LossParams):
     w_cross: float = Field(0.2, ge=0, description="weight of the exponential weighted cross-entropy term; >= 0")
     gamma_dice: float = Field(0.3, ge=0, description="exponent of -ln Dice_c; >= 0")
     gamma_cross: float = Field(0.3, ge=0, description="exponent of -ln p_l; >= 0")
-    smooth: float = Field(1.0, gt=0, description="eps, the pseudocount added to the Dice numerator and denominator; > 0")
+    smooth: float = Field(1.0, gt=0, description="eps, the pseudocount added to the Dice numerator and denominator; "
+                          "> 0")
     per_image: bool = Field(False, description="Dice per sample, then the mean; otherwise over the whole batch")
     label_frequencies: list[float] | None = Field(
         None, description="f_k, one per label (binary: [background, foreground]), > 0; None: counted in the batch",
@@ -91,7 +89,38 @@ def _counts(inp: Inputs, per_image: bool) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def exp_log(inp: Inputs, params: ExpLogParams) -> Tensor:
-    """Exponential logarithmic loss from normalised inputs; a 0-dim tensor."""
+    r"""Exponential logarithmic loss (Wong et al. 2018), eqs. (2)-(5); a 0-dim tensor.
+
+    .. math::
+
+        L = w_{dice} \operatorname{mean}_c (-\ln \mathrm{Dice}_c)^{\gamma_{dice}}
+          + w_{cross} \operatorname{mean}_{pixels} \sum_l t_l w_l (-\ln p_l)^{\gamma_{cross}},\quad
+        \mathrm{Dice}_c = \frac{2 I_c + \epsilon}{P_c + T_c + \epsilon},\quad
+        w_l = \Big(\frac{\sum_k f_k}{f_l}\Big)^{1/2}
+
+    ``f_k`` the frequency of label ``k`` (counted in the batch's valid target unless
+    ``label_frequencies`` is given); binary mode uses the two labels ``1 - p`` and ``p``.
+
+    Shapes (plain function ``exp_log_loss(logits, target, mode="multiclass")``):
+        - multiclass (the default): logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``ExpLogParams``):
+        w_dice, w_cross: weights of the two terms, >= 0, defaults 0.8 and 0.2.
+        gamma_dice, gamma_cross: exponents >= 0, default 0.3 each.
+        smooth: ``eps`` > 0, default 1.
+        per_image: Dice per sample, then the mean (default False).
+        label_frequencies: ``f_k``, one per class, > 0; None (default) counts them in the batch.
+
+    Example:
+        >>> import torch
+        >>> from segloss_exp_log import exp_log_loss
+        >>> logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])  # (N=1, C=3, 2)
+        >>> target = torch.tensor([[0, 2]])                                   # class ids
+        >>> round(exp_log_loss(logits, target).item(), 4)
+        0.8194
+    """
     t, nll = _labels(inp)
     C = t.shape[1]
     inter, p_sum, t_sum = _counts(inp, params.per_image)
@@ -109,12 +138,8 @@ def exp_log(inp: Inputs, params: ExpLogParams) -> Tensor:
     return params.w_dice * l_dice + params.w_cross * l_cross
 
 
-def exp_log_loss(logits: Tensor, target: Tensor, *, mode: str = "multiclass", **kwargs: Any) -> Tensor:
-    """Exponential logarithmic loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("exp_log", exp_log, ExpLogParams, MODES, logits, target, mode=mode, **kwargs)
+exp_log_loss = Loss("exp_log", exp_log, ExpLogParams, modes=("binary", "multiclass"), default_mode="multiclass",
+                    summary="exponential logarithmic loss (Wong et al. 2018): w_dice E[(-ln Dice)^g] "
+                    "+ w_cross E[w_l (-ln p_l)^g]")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("exp_log", exp_log, params=ExpLogParams, modes=MODES,
-             summary="exponential logarithmic loss (Wong et al. 2018): w_dice E[(-ln Dice)^g] + w_cross E[w_l (-ln p_l)^g]")
+register_losses = losses_hook(exp_log_loss)

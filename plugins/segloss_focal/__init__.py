@@ -33,19 +33,9 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import (
-    InputError,
-    Inputs,
-    LossParams,
-    functional_loss,
-    hookimpl,
-    per_class,
-)
+from segloss_registry import Inputs, Loss, LossParams, losses_hook, per_class
 
 __all__ = ["FocalParams", "focal", "focal_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
-
 
 def _alpha_rule(v: Any) -> str | None:
     """The rule a number for alpha breaks, or None (non-numbers are left to pydantic's type check)."""
@@ -77,7 +67,9 @@ class FocalParams(LossParams):
     def _alpha_ok(cls, v: Any) -> Any:
         if isinstance(v, (list, tuple)):
             if not v:
-                raise ValueError("alpha must be a number in [0, 1], a non-empty list of one per class, or None (got [])")
+                raise ValueError(
+                    "alpha must be a number in [0, 1], a non-empty list of one per class, or None (got [])"
+                )
             if any(_alpha_rule(a) is not None for a in v):
                 raise ValueError(f"alpha must hold finite values in [0, 1], one per class (got {list(v)!r})")
             return list(v)
@@ -101,14 +93,44 @@ def _class_view(values: list[float], t: Tensor) -> Tensor:
 
 
 def focal(inp: Inputs, params: FocalParams) -> Tensor:
-    """Focal loss from normalised inputs; a 0-dim tensor."""
+    r"""Focal loss of Lin et al. 2017, per pixel; a 0-dim tensor.
+
+    Sigmoid modes (binary, multilabel), per element:
+
+    .. math::
+
+        L = \operatorname{mean}\big(\alpha_t (1 - p_t)^\gamma \operatorname{BCE}\big),\quad
+        p_t = p t + (1 - p)(1 - t),\quad \alpha_t = a_c t + (1 - a_c)(1 - t)
+
+    Multiclass (softmax), summed over classes per pixel, then the mean over pixels:
+
+    .. math::
+
+        L = \operatorname{mean}_{pixels}\Big(-\sum_c a_c t_c (1 - p_c)^\gamma \log p_c\Big)
+
+    Shapes (plain function ``focal_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``FocalParams``):
+        alpha: in [0, 1], default 0.25; a list of one per class (C entries; binary: one);
+            None disables the weighting (see the module docstring for the multiclass rule).
+        gamma: focusing exponent in [0, 100], default 2; 0 gives the (weighted) BCE or CE.
+
+    Example:
+        >>> import torch
+        >>> from segloss_focal import focal_loss
+        >>> logits = torch.tensor([[[-1.0, 0.0, 2.0, 3.0]]])  # (N=1, C=1, 4): binary, 1D
+        >>> target = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+        >>> round(focal_loss(logits, target).item(), 4)
+        0.0369
+        >>> round(focal_loss(logits, target, alpha=None, gamma=0.0).item(), 4)  # the BCE
+        0.2955
+    """
     t, p, gamma, alpha = inp.target, inp.prob, params.gamma, params.alpha
-    C = inp.num_classes
-    if isinstance(alpha, list) and len(alpha) != C:
-        raise InputError(
-            f"{inp.mode}: focal: alpha has {len(alpha)} entries but the logits {tuple(inp.logits.shape)} "
-            f"have C = {C}; give one per class"
-        )
+    C = inp.num_classes  # a list alpha has C entries: the core checks it before the call
     if inp.mode == "multiclass":
         loss = -(t * inp.log_prob)
         if gamma > 0:
@@ -129,12 +151,7 @@ def focal(inp: Inputs, params: FocalParams) -> Tensor:
     return inp.pixel_mean(loss)
 
 
-def focal_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Focal loss of ``logits`` against ``target``; see the module docstring."""
-    return functional_loss("focal", focal, FocalParams, MODES, logits, target, mode=mode, **kwargs)
+focal_loss = Loss("focal", focal, FocalParams,
+                  summary="per-pixel focal loss of Lin et al. 2017: alpha_t (1 - p_t)^gamma BCE")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("focal", focal, params=FocalParams, modes=MODES,
-             summary="per-pixel focal loss of Lin et al. 2017: alpha_t (1 - p_t)^gamma BCE")
+register_losses = losses_hook(focal_loss)

@@ -27,17 +27,13 @@ power stays finite); an empty target with a non-empty prediction gives
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 from segloss_tversky import TverskyParams, tversky_index
 from torch import Tensor
 
-from segloss_registry import Inputs, functional_loss, hookimpl
+from segloss_registry import Inputs, Loss, losses_hook
 
 __all__ = ["FocalTverskyParams", "focal_tversky", "focal_tversky_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class FocalTverskyParams(TverskyParams):
@@ -45,7 +41,37 @@ class FocalTverskyParams(TverskyParams):
 
 
 def focal_tversky(inp: Inputs, params: FocalTverskyParams) -> Tensor:
-    """Focal Tversky loss from normalised inputs; a 0-dim tensor."""
+    r"""Focal Tversky loss (Abraham & Khan 2019), the exponent per class; a 0-dim tensor.
+
+    .. math::
+
+        L = \operatorname{mean}_c (1 - TI_c)^{1/\gamma},\quad
+        TI_c = \frac{I_c + s}{I_c + \alpha FP_c + \beta FN_c + s},\quad
+        FP_c = P_c - I_c,\ FN_c = T_c - I_c
+
+    with ``I``, ``P``, ``T`` the soft counts of ``dice`` (over the batch per class).
+
+    Shapes (plain function ``focal_tversky_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``FocalTverskyParams``):
+        alpha: weight of the false positives, default 0.3.
+        beta: weight of the false negatives, default 0.7.
+        gamma: > 0, default 4/3; the per-class loss is ``(1 - TI)^(1/gamma)`` (1: Tversky).
+        smooth: ``s`` >= 0, default 1.
+        per_image, class_weights, include_background, sync: as in ``dice``.
+
+    Example:
+        >>> import torch
+        >>> from segloss_focal_tversky import focal_tversky_loss
+        >>> logits = torch.tensor([[[-1.0, 0.0, 2.0, 3.0]]])  # (N=1, C=1, 4): binary, 1D
+        >>> target = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+        >>> round(focal_tversky_loss(logits, target).item(), 4)
+        0.19
+    """
     inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     one_minus = 1 - tversky_index(inter, p_sum, t_sum, params.alpha, params.beta, params.smooth)
     power = 1.0 / params.gamma
@@ -54,13 +80,8 @@ def focal_tversky(inp: Inputs, params: FocalTverskyParams) -> Tensor:
     return inp.class_mean(per_class, params)
 
 
-def focal_tversky_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Focal Tversky loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("focal_tversky", focal_tversky, FocalTverskyParams, MODES, logits, target,
-                           mode=mode, **kwargs)
+focal_tversky_loss = Loss("focal_tversky", focal_tversky, FocalTverskyParams,
+                          summary="mean_c (1 - TI_c)^(1/gamma), the exponent per class (Abraham & Khan 2019), "
+                          "gamma = 4/3")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("focal_tversky", focal_tversky, params=FocalTverskyParams, modes=MODES,
-             summary="mean_c (1 - TI_c)^(1/gamma), the exponent per class (Abraham & Khan 2019), gamma = 4/3")
+register_losses = losses_hook(focal_tversky_loss)

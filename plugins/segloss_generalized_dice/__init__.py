@@ -30,21 +30,18 @@ Defaults: smooth s = 1. Modes: binary, multiclass, multilabel. Empty masks: both
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
+from segloss_registry import Inputs, Loss, RegionParams, losses_hook, safe_ratio
 
 __all__ = ["GeneralizedDiceParams", "generalized_dice", "generalized_dice_loss", "sudre_weights"]
 
-MODES = ("binary", "multiclass", "multilabel")
-
 
 class GeneralizedDiceParams(RegionParams):
-    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to numerator and denominator; >= 0 and finite; <= 1e6 (larger gives about 0 for any input)")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to numerator and denominator; >= 0 and finite; "
+                          "<= 1e6 (larger gives about 0 for any input)")
 
 
 def sudre_weights(t_sum: Tensor) -> Tensor:
@@ -58,7 +55,35 @@ def sudre_weights(t_sum: Tensor) -> Tensor:
 
 
 def generalized_dice(inp: Inputs, params: GeneralizedDiceParams) -> Tensor:
-    """Generalized Dice loss from normalised inputs; a 0-dim tensor."""
+    r"""Generalized Dice loss (Sudre et al. 2017), one ratio over all classes; a 0-dim tensor.
+
+    .. math::
+
+        L = 1 - \frac{2 \sum_c w_c I_c + s}{\sum_c w_c (P_c + T_c) + s},\quad
+        w_c \propto 1 / T_c^2,\ \textstyle\sum_c w_c = 1
+
+    with ``I``, ``P``, ``T`` the soft counts of ``dice``; an absent class (``T_c = 0``) gets
+    the largest weight of the present ones, ``class_weights`` multiply the weights.
+
+    Shapes (plain function ``generalized_dice_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``GeneralizedDiceParams``):
+        smooth: ``s`` >= 0, default 1.
+        per_image: weights and ratio per sample, then the mean over samples (default False).
+        class_weights, include_background, sync: as in ``dice``.
+
+    Example:
+        >>> import torch
+        >>> from segloss_generalized_dice import generalized_dice_loss
+        >>> logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])  # (N=1, C=3, 2)
+        >>> target = torch.tensor([[0, 2]])                                   # class ids
+        >>> round(generalized_dice_loss(logits, target, mode="multiclass").item(), 4)
+        0.2698
+    """
     inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     cw = params.class_weights
     if inp.mode == "multiclass" and not params.include_background:
@@ -73,13 +98,8 @@ def generalized_dice(inp: Inputs, params: GeneralizedDiceParams) -> Tensor:
     return (1 - score).mean()
 
 
-def generalized_dice_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Generalized Dice loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("generalized_dice", generalized_dice, GeneralizedDiceParams, MODES, logits, target,
-                           mode=mode, **kwargs)
+generalized_dice_loss = Loss("generalized_dice", generalized_dice, GeneralizedDiceParams, aliases=("gdl",),
+                             summary="1 - (2 sum w I + s) / (sum w (P + T) + s), w ∝ 1/T^2 (Sudre 2017), "
+                             "absent classes the max weight")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("generalized_dice", generalized_dice, params=GeneralizedDiceParams, aliases=("gdl",), modes=MODES,
-             summary="1 - (2 sum w I + s) / (sum w (P + T) + s), w ∝ 1/T^2 (Sudre 2017), absent classes the max weight")
+register_losses = losses_hook(generalized_dice_loss)

@@ -36,20 +36,15 @@ it with a region loss (``"dice + hausdorff_dt"``), as the paper does.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 from segloss_surface import DistanceParams, check_spacing, pixel_mean_per_class
 from torch import Tensor
 
-from segloss_registry import Inputs, functional_loss, hookimpl
+from segloss_registry import Inputs, Loss, losses_hook
 from segloss_registry.ops import distance_field
 
 __all__ = ["HausdorffDTParams", "hausdorff_dt", "hausdorff_dt_loss", "log_hausdorff_dt", "log_hausdorff_dt_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
-
 
 class HausdorffDTParams(DistanceParams):
     alpha: float = Field(2.0, ge=0, description="exponent of the distances, d_p^alpha + d_t^alpha; >= 0")
@@ -70,29 +65,57 @@ def _hd(inp: Inputs, params: HausdorffDTParams, name: str) -> Tensor:
 
 
 def hausdorff_dt(inp: Inputs, params: HausdorffDTParams) -> Tensor:
-    """Karimi's distance-transform Hausdorff loss from normalised inputs; a 0-dim tensor."""
+    r"""Karimi's distance-transform Hausdorff loss, as MONAI's ``HausdorffDTLoss``; a 0-dim tensor.
+
+    .. math::
+
+        L = \operatorname{mean}_{n, c} \frac{1}{|\Omega|} \sum_x (p - t)^2 (d_p^\alpha + d_t^\alpha)
+
+    ``d_t`` is the distance field of the target and ``d_p`` that of the thresholded prediction
+    ``p > 0.5``: for a foreground element the distance to the nearest background element, for a
+    background element the distance to the nearest foreground one (0 for an empty or full
+    class); the fields carry no gradient.
+
+    Shapes (plain function ``hausdorff_dt_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``HausdorffDTParams``):
+        alpha: exponent of the distances, >= 0, default 2.
+        spacing: one length per spatial axis for the distance fields (default 1 each).
+        class_weights, include_background: the mean over classes, as in ``dice``.
+
+    Example:
+        >>> import torch
+        >>> from segloss_hausdorff_dt import hausdorff_dt_loss, log_hausdorff_dt_loss
+        >>> logits = torch.tensor([[[[0.0, 2.0, 2.0, 0.0],
+        ...                          [0.0, 2.0, 2.0, 0.0],
+        ...                          [-2.0, -2.0, 0.0, 0.0]]]])  # (N=1, C=1, 3, 4): binary, 2D
+        >>> target = torch.tensor([[[[0.0, 1.0, 1.0, 0.0],
+        ...                          [0.0, 1.0, 1.0, 0.0],
+        ...                          [0.0, 0.0, 0.0, 0.0]]]])
+        >>> round(hausdorff_dt_loss(logits, target).item(), 4)
+        0.3082
+        >>> round(log_hausdorff_dt_loss(logits, target).item(), 4)  # log(1 + 0.3082...)
+        0.2687
+    """
     return _hd(inp, params, "hausdorff_dt")
 
 
 def log_hausdorff_dt(inp: Inputs, params: HausdorffDTParams) -> Tensor:
-    """``log(1 + hausdorff_dt)`` (MONAI's ``LogHausdorffDTLoss``); a 0-dim tensor."""
+    """``log(1 + hausdorff_dt)``, as MONAI's ``LogHausdorffDTLoss``; a 0-dim tensor.
+
+    Shapes and parameters as ``hausdorff_dt``; the example there computes both.
+    """
     return torch.log1p(_hd(inp, params, "log_hausdorff_dt"))
 
 
-def hausdorff_dt_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Distance-transform Hausdorff loss of ``logits`` against ``target``; see the module docstring."""
-    return functional_loss("hausdorff_dt", hausdorff_dt, HausdorffDTParams, MODES, logits, target, mode=mode, **kwargs)
+hausdorff_dt_loss = Loss("hausdorff_dt", hausdorff_dt, HausdorffDTParams,
+                         summary="Karimi's distance-transform Hausdorff loss: mean((p - t)^2 (d_p^alpha + d_t^alpha)), "
+                         "as MONAI")
+log_hausdorff_dt_loss = Loss("log_hausdorff_dt", log_hausdorff_dt, HausdorffDTParams,
+                             summary="log(1 + hausdorff_dt), as MONAI LogHausdorffDTLoss")
 
-
-def log_hausdorff_dt_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """``log(1 + hausdorff_dt)``; see the module docstring."""
-    return functional_loss("log_hausdorff_dt", log_hausdorff_dt, HausdorffDTParams, MODES, logits, target,
-                           mode=mode, **kwargs)
-
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("hausdorff_dt", hausdorff_dt, params=HausdorffDTParams, modes=MODES,
-             summary="Karimi's distance-transform Hausdorff loss: mean((p - t)^2 (d_p^alpha + d_t^alpha)), as MONAI")
-    register("log_hausdorff_dt", log_hausdorff_dt, params=HausdorffDTParams, modes=MODES,
-             summary="log(1 + hausdorff_dt), as MONAI LogHausdorffDTLoss")
+register_losses = losses_hook(hausdorff_dt_loss, log_hausdorff_dt_loss)

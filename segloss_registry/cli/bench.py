@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> None:
         "beside the peers that are installed, on the same inputs. Flags override the scenario.",
     )
     p.add_argument("spec", nargs="?", default=None,
-                   help="a loss spec ('a+b', names from `segloss list`) or a scenario (profiles/NAME.toml, or NAME); not with --suite")
+                   help="a loss spec ('a+b', names from `segloss list`) or a scenario (profiles/NAME.toml, or NAME); "
+                        "not with --suite")
     p.add_argument("--mode", default=None, help="binary, multiclass or multilabel (default binary)")
     p.add_argument("--shape", default=None, help="logits shape N x C x *S, e.g. 8x1x512x512 (default)")
     p.add_argument("--dtype", default=None, help="float32 (default), float64, bfloat16, float16")
@@ -95,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if args.suite:
         return _run_suite(args)
     if not args.spec:
-        raise SeglossError("bench: give a loss spec or a scenario (segloss bench SPEC; names from segloss list), or --suite NAME")
+        raise SeglossError(
+            "bench: give a loss spec or a scenario (segloss bench SPEC; names from segloss list), or --suite NAME"
+        )
     cfg = _config(args)
     n, note = _threads(args, cfg)
     torch.set_num_threads(n)

@@ -1,8 +1,9 @@
 """``segloss new-plugin NAME [DIR]``: write a ready-to-install plugin distribution for loss NAME.
 
 The skeleton (``segloss_registry/templates/plugin``) holds a pyproject.toml with the entry
-point, a README, the package ``segloss_NAME`` (params model, loss function, plain function,
-hook) and tests that run the conformance kit; it passes them as written.
+point, a README, the package ``segloss_NAME`` (params model, loss function with a doctested
+example, and one ``Loss`` declaration: the plain function and the hook) and tests that run the
+conformance kit; it passes them as written.
 """
 
 from __future__ import annotations

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from segloss_example import sensitivity_specificity_loss
 
 from segloss_registry import LossConfigError, build_loss, describe_loss
 from segloss_registry.testing import conformance_cases
-
-from segloss_example import sensitivity_specificity_loss
 
 NAME = "segloss_example:sensitivity_specificity"
 
@@ -55,7 +54,8 @@ def test_multiclass_matches_the_formula_and_composes_with_dice():
     expected = reference(torch.softmax(logits, 1), one_hot, 0.05)
     got = build_loss(NAME, mode="multiclass")(logits, target)
     assert got.item() == pytest.approx(expected, rel=1e-5)
-    total, terms = build_loss("sensitivity_specificity + 0.5*dice", mode="multiclass")(logits, target, return_terms=True)
+    both = build_loss("sensitivity_specificity + 0.5*dice", mode="multiclass")
+    total, terms = both(logits, target, return_terms=True)
     assert terms["sensitivity_specificity"].item() == pytest.approx(expected, rel=1e-5)
     assert total.item() == pytest.approx(expected + 0.5 * terms["dice"].item(), rel=1e-5)
 
@@ -78,3 +78,12 @@ def test_perfect_prediction_gives_zero():
 def test_r_out_of_range_is_a_config_error():
     with pytest.raises(LossConfigError, match="r must be <= 1"):
         build_loss(NAME, r=1.5)
+
+
+def test_the_docstring_example_runs():
+    import doctest
+
+    import segloss_example
+
+    result = doctest.testmod(segloss_example)
+    assert result.attempted > 0 and result.failed == 0

@@ -26,27 +26,46 @@ Shapes: logits (N, C, *S) with S 1D, 2D or 3D; the target as the mode wants.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl, safe_ratio
+from segloss_registry import Inputs, Loss, RegionParams, losses_hook, safe_ratio
 from segloss_registry.distributed import sync_sum
 
 __all__ = ["SensitivitySpecificityParams", "sensitivity_specificity", "sensitivity_specificity_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class SensitivitySpecificityParams(RegionParams):
     """Hyperparameters; per_image, class_weights, include_background and sync come from RegionParams."""
 
-    r: float = Field(0.05, ge=0, le=1, description="weight of the sensitivity term in [0, 1]; 1 - r weights specificity")
+    r: float = Field(0.05, ge=0, le=1, description="weight of the sensitivity term in [0, 1]; "
+                     "1 - r weights specificity")
 
 
 def sensitivity_specificity(inp: Inputs, params: SensitivitySpecificityParams) -> Tensor:
-    """The sensitivity-specificity loss from normalised inputs; a 0-dim tensor."""
+    """The sensitivity-specificity loss from the core's normalised inputs; a 0-dim tensor.
+
+    Per class c, sums over the valid pixels of the batch (``per_image``: of each sample)::
+
+        L = mean_c(r * sum(t (t - p)^2) / sum(t) + (1 - r) * sum((1 - t) (t - p)^2) / sum(1 - t))
+
+    Shapes (plain function ``sensitivity_specificity_loss(logits, target, mode=...)``):
+        binary: logits (N, 1, *S) or (N, *S) and target the same, values in [0, 1];
+        multiclass: logits (N, C, *S), target (N, *S) class ids or (N, C, *S);
+        multilabel: logits and target (N, C, *S); *S 1D, 2D or 3D. Returns a 0-dim tensor.
+
+    Parameters: r in [0, 1] (default 0.05), and per_image, class_weights, include_background
+    and sync of RegionParams.
+
+    Example (probabilities: sens = 0.25 / 2, spec = 0.25 / 2, so L = 0.125):
+
+        >>> import torch
+        >>> from segloss_example import sensitivity_specificity_loss
+        >>> p = torch.tensor([[[0.5, 0.0, 1.0, 0.5]]])  # (N=1, C=1, 4)
+        >>> t = torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])
+        >>> sensitivity_specificity_loss(p, t, from_logits=False, r=0.5).item()
+        0.125
+    """
     t = inp.target  # (N, C, *S), 0 where ignored
     squared = (t - inp.prob) ** 2
     negative = inp.masked(1 - t)  # background pixels, ignored ones left out
@@ -58,20 +77,15 @@ def sensitivity_specificity(inp: Inputs, params: SensitivitySpecificityParams) -
     return inp.class_mean(params.r * sens + (1 - params.r) * spec, params)
 
 
-def sensitivity_specificity_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """The sensitivity-specificity loss of ``logits`` against ``target``, without the registry."""
-    return functional_loss("sensitivity_specificity", sensitivity_specificity, SensitivitySpecificityParams,
-                           MODES, logits, target, mode=mode, **kwargs)
+# One declaration: the plain function (sensitivity_specificity_loss(logits, target, mode=..., r=...))
+# and what the hook registers. modes and dims default to every mode and 1D, 2D and 3D.
+sensitivity_specificity_loss = Loss(
+    "sensitivity_specificity",
+    sensitivity_specificity,
+    SensitivitySpecificityParams,
+    aliases=("sens_spec",),
+    summary="r * foreground error + (1 - r) * background error (Brosch et al. 2015)",
+)
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register(
-        "sensitivity_specificity",
-        sensitivity_specificity,
-        params=SensitivitySpecificityParams,
-        aliases=("sens_spec",),
-        modes=MODES,
-        dims=(1, 2, 3),
-        summary="r * foreground error + (1 - r) * background error (Brosch et al. 2015)",
-    )
+# The hook segloss-registry calls (the entry point names this module).
+register_losses = losses_hook(sensitivity_specificity_loss)
