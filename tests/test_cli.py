@@ -45,7 +45,8 @@ def test_check_prints_the_normalised_config_or_the_error(capsys):
 
 
 def test_console_script_entry_point_runs():
-    proc = subprocess.run([sys.executable, "-m", "segloss_registry.cli", "check", "dcie"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "segloss_registry.cli", "check", "dcie"],
+                          capture_output=True, text=True)
     assert proc.returncode == 1
     assert "UnknownLossError: unknown loss 'dcie' (did you mean 'dice'?)" in proc.stderr
 
@@ -129,7 +130,8 @@ def test_plugins_check_names_an_unknown_plugin(capsys):
 # -- issue 17: no profiler noise in the output ------------------------------------------------------
 def test_profile_output_has_no_usdt_lines(tmp_path, capfd, monkeypatch):
     argv = ["profile", "bce+dice", "--shape", "2x1x8x8", "--steps", "1", "--variant", "eager", "--out", str(tmp_path)]
-    monkeypatch.setenv("SEGLOSS_PROFILER_NOISE", "1")  # the filter off: torch prints the lines (the test means something)
+    # the filter off: torch prints the lines (the test means something)
+    monkeypatch.setenv("SEGLOSS_PROFILER_NOISE", "1")
     assert main(argv) == 0
     noisy = capfd.readouterr()
     assert "profiler_start" in noisy.err and "profiler_stop" in noisy.err

@@ -11,8 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from segloss_registry import CompileWarning, build_loss
-from segloss_registry import _compile
+from segloss_registry import CompileWarning, _compile, build_loss
 from segloss_registry.testing import make_inputs
 
 

@@ -72,7 +72,7 @@ def test_train_loop_with_short_last_batch_and_validation_compiles_at_most_twice(
 ) -> None:
     crit = build_loss(spec, mode=mode, compile=True)
     ref = build_loss(spec, mode=mode, compile=False)
-    for epoch in range(2):
+    for _epoch in range(2):
         for n in (4, 4, 4, 3):  # 15 samples in batches of 4: the last one is short
             x, t = _batch(mode, n, C, train_size)
             loss = crit(x, t)

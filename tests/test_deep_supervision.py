@@ -107,11 +107,11 @@ def test_gradients_reach_every_level() -> None:
 def test_errors_name_the_level_and_the_fix() -> None:
     crit = build_loss("dice", mode="multiclass", compile=False)
     target = torch.randint(0, 3, (2, 16, 16))
-    with pytest.raises(InputError, match="level 1: logits .* have batch 3 but target .* has batch 2"):
+    with pytest.raises(InputError, match=r"level 1: logits .* have batch 3 but target .* has batch 2"):
         crit([torch.randn(2, 3, 16, 16), torch.randn(3, 3, 8, 8)], target)
     with pytest.raises(InputError, match=r"level 1: logits spatial size \(32, 32\) is larger than the target's"):
         crit([torch.randn(2, 3, 16, 16), torch.randn(2, 3, 32, 32)], target)
-    with pytest.raises(InputError, match="level 1: logits .* have 3D spatial axes but level 0 .* has 2D"):
+    with pytest.raises(InputError, match=r"level 1: logits .* have 3D spatial axes but level 0 .* has 2D"):
         crit([torch.randn(2, 3, 16, 16), torch.randn(2, 3, 8, 8, 8)], target)
     with pytest.raises(InputError, match="empty list of logits"):
         crit([], target)

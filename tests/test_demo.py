@@ -65,7 +65,7 @@ def test_data_is_deterministic_and_split_is_disjoint() -> None:
     dist = torch.cdist(a_val.images.flatten(1), a_train.images.flatten(1))
     assert dist.min() > 1.0
     assert a_train.images.dtype == torch.float32 and a_train.images.shape == (24, 3, 32, 32)
-    assert 0.0 <= a_train.images.min() and a_train.images.max() <= 1.0
+    assert a_train.images.min() >= 0.0 and a_train.images.max() <= 1.0
 
 
 def test_masks_match_images() -> None:
@@ -119,7 +119,7 @@ def test_metrics_match_monai() -> None:
     truth = torch.where(torch.rand(6, 16, 16, generator=g) < 0.6, pred, torch.randint(0, 4, (6, 16, 16), generator=g))
     dice, iou = dice_iou(class_counts(pred, truth, 4))
     # the demo's figures pool the pixels of all images: MONAI on the images laid side by side as one
-    one_hot = lambda x: torch.nn.functional.one_hot(x.reshape(1, -1), 4).permute(0, 2, 1).float()  # noqa: E731
+    one_hot = lambda x: torch.nn.functional.one_hot(x.reshape(1, -1), 4).permute(0, 2, 1).float()
     ref_dice = monai_metrics.compute_dice(one_hot(pred), one_hot(truth), include_background=True)[0]
     ref_iou = monai_metrics.compute_iou(one_hot(pred), one_hot(truth), include_background=True)[0]
     assert dice.tolist() == pytest.approx(ref_dice.double().tolist(), abs=1e-6)
@@ -218,7 +218,8 @@ def test_missing_extras_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch, tmp
     # the output tells the truth: no scalars were written, so none are claimed and TensorBoard is not suggested
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["outputs"]["tensorboard_scalars"] is False and summary["outputs"]["pictures"] is False
-    assert 'TensorBoard scalars need tensorboard: pip install "segloss-registry[profile]"' in summary["outputs"]["missing"]
+    missing = summary["outputs"]["missing"]
+    assert 'TensorBoard scalars need tensorboard: pip install "segloss-registry[profile]"' in missing
     assert "scalars" not in summary["files"] and "tensorboard" not in summary["settings"]
     assert summary["settings"]["tensorboard_requested"] is True
     assert "tensorboard --logdir" not in text
@@ -229,6 +230,7 @@ def test_the_quick_start_installs_what_the_readme_promises() -> None:
     """The README's quick start says the demo writes TensorBoard scalars and pictures, with a progress bar:
     the extras it installs must bring tensorboard, matplotlib and tqdm."""
     import re
+
     import tomllib
 
     root = Path(__file__).resolve().parents[1]

@@ -330,7 +330,8 @@ def test_plain_function_without_process_group_is_a_clear_error() -> None:
 def test_per_image_with_global_sync_is_rejected_at_build_time() -> None:
     from segloss_registry import LossConfigError, build_loss
 
-    with pytest.raises(LossConfigError, match=r"dice: per_image=True with sync='global' is not supported.*sync='local'"):
+    with pytest.raises(LossConfigError,
+                       match=r"dice: per_image=True with sync='global' is not supported.*sync='local'"):
         build_loss("dice", sync="global", per_image=True)
     with pytest.raises(LossConfigError, match=r"iou: sync must be one of 'local' or 'global' \(got 'all'\)"):
         build_loss("iou", sync="all")

@@ -11,6 +11,7 @@ import torch
 import segloss_registry as sr
 from segloss_registry import InputError, build_loss
 
+
 def losses_for(mode: str, ndim: int = 2) -> list[str]:
     """Every registered loss (not recipe) that supports ``mode`` and ``ndim`` spatial axes."""
     return [i.name for i in sr.list_losses() if i.recipe is None and mode in i.modes and ndim in i.dims]
@@ -20,7 +21,7 @@ def all_of(mode: str, ndim: int = 2, **kw: object) -> sr.CompositeLoss:
     return build_loss("+".join(losses_for(mode, ndim)), mode=mode, compile=False, **kw)
 
 
-def raises(fn, *patterns: str) -> str:  # noqa: ANN001
+def raises(fn, *patterns: str) -> str:
     """Call ``fn``; it must raise InputError (exactly), with every regex of ``patterns`` in the message."""
     with pytest.raises(InputError) as err:
         fn()

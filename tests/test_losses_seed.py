@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import _refs as R
 import pytest
 import torch
 import torch.nn.functional as F
 
-import _refs as R
 from segloss_registry import build_loss
 
 SHAPES = {2: (2, 3, 7, 9), 3: (2, 3, 4, 5, 6)}

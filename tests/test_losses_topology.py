@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from segloss_registry import CompileWarning, InputError, LossConfigError, build_loss
 from segloss_cldice import cldice_loss
 from segloss_hausdorff_er import hausdorff_er_loss
 from segloss_lovasz import lovasz_loss
+
+from segloss_registry import CompileWarning, InputError, LossConfigError, build_loss
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 

@@ -7,11 +7,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from test_compile_predictability import compile_counts  # noqa: F401 - the fixture
 
 from segloss_registry import InputError, LossConfigError, build_loss, list_losses
 from segloss_registry.testing import make_inputs
-
-from test_compile_predictability import compile_counts  # noqa: F401 - the fixture
 
 
 def _params_for(name: str, C: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_plugin_failures import FIXTURES, install, load, site  # noqa: F401 - the fixture
 
 from segloss_registry import (
     InputError,
@@ -22,7 +23,6 @@ from segloss_registry import (
 )
 from segloss_registry.testing import make_inputs
 
-from test_plugin_failures import FIXTURES, install, load, site  # noqa: F401 - the fixture
 
 def _params_for(name: str, C: int) -> dict[str, Any]:
     if name == "wasserstein_dice":

@@ -23,9 +23,11 @@ from segloss_registry import LossConfigError, build_loss
         ("active_contour", {"weight": -2}, "active_contour: weight must be >= 0 (got -2)"),
         ("dice", {"smooth": "1"}, "dice: smooth must be a number (got '1')"),
         ("dice", {"per_image": 1}, "dice: per_image must be true or false (got 1)"),
-        ("bce", {"pos_weight": 0}, "bce: pos_weight must be in (0, 1e6] (got 0.0); larger weights overflow float32 sums"),
+        ("bce", {"pos_weight": 0},
+         "bce: pos_weight must be in (0, 1e6] (got 0.0); larger weights overflow float32 sums"),
         ("ce", {"label_smoothing": 1.0}, "ce: label_smoothing must be < 1 (got 1.0)"),
-        ("ce", {"class_weights": [1, -1]}, "ce: class_weights must be a non-empty list of finite values >= 0, not all 0 (got [1.0, -1.0])"),
+        ("ce", {"class_weights": [1, -1]},
+         "ce: class_weights must be a non-empty list of finite values >= 0, not all 0 (got [1.0, -1.0])"),
     ],
 )
 def test_rule_messages(spec, kwargs, message):

@@ -42,7 +42,7 @@ MODES = ("binary", "multiclass", "multilabel")
 class SensitivitySpecificityParams(RegionParams):
     """Hyperparameters; per_image, class_weights, include_background and sync come from RegionParams."""
 
-    r: float = Field(0.05, ge=0, le=1, description="weight of the sensitivity term in [0, 1]; 1 - r weights specificity")  # noqa: E501
+    r: float = Field(0.05, ge=0, le=1, description="weight of the sensitivity term in [0, 1]; 1 - r weights specificity")
 
 
 def sensitivity_specificity(inp: Inputs, params: SensitivitySpecificityParams) -> Tensor:
