@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from . import _compile
 from ._checks import PendingCheck, quick_check, raise_for_counts, value_counts
 from ._errors import InputError, LossConfigError, PluginError, SeglossError, did_you_mean
-from ._functional import mode_problem
+from ._functional import check_per_class, mode_problem
 from ._inputs import Inputs, check_inputs, compact_ids, no_autocast, normalise
 from ._options import OPTION_NAMES, CheckInputs, CompileMode, LossOptions, Mode, plain
 from ._params import LossParams, per_class_fields, validate_params
@@ -394,13 +394,9 @@ class CompositeLoss(nn.Module):
         return total, stacked, counts
 
     def _check_term_shapes(self, logits: Tensor) -> None:
-        C = 1 if self.options.mode == "binary" else logits.shape[1]
-        for key, name, n in self._per_class:
-            if n != C:
-                raise InputError(
-                    f"{self.options.mode}: {key}: {name} has {n} entries but the logits "
-                    f"{tuple(logits.shape)} have C = {C}; give one per class"
-                )
+        if self._per_class:
+            for t in self.terms:
+                check_per_class(t.key, t.params, self.options.mode, logits)
 
     # -- description -------------------------------------------------------------------------
     @property

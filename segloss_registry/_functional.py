@@ -22,15 +22,21 @@ def mode_problem(name: str, mode: str, modes: Sequence[str], hints: Mapping[str,
 
 
 def check_per_class(name: str, params: LossParams, mode: str, logits: Tensor) -> None:
-    """Every flat list in a ``per_class()`` field of ``params`` has one entry per class (C; 1 in binary mode).
-
-    The same rule and message as ``build_loss``'s; a nested list (a C x C matrix) is left to its loss,
-    whose message can name both sizes.
+    """Every list in a ``per_class()`` field of ``params`` has one entry per class (C; 1 in binary mode);
+    a nested list (a class-by-class matrix) is C x C. The one rule of the plain function and ``build_loss``.
     """
     C = 1 if mode == "binary" else logits.shape[1]
     for field in per_class_fields(type(params)):
         value = getattr(params, field, None)
-        if isinstance(value, list) and not any(isinstance(v, list) for v in value) and len(value) != C:
+        if not isinstance(value, list):
+            continue
+        if any(isinstance(v, list) for v in value):
+            rows = {len(v) if isinstance(v, list) else -1 for v in value}
+            if len(value) != C or rows != {C}:
+                size = f"{len(value)} x {next(iter(rows))}" if len(rows) == 1 else f"{len(value)} unequal rows"
+                raise InputError(f"{mode}: {name}: {field} is {size} but the logits {tuple(logits.shape)} "
+                                 f"have C = {C} classes; give a {C} x {C} matrix")
+        elif len(value) != C:
             raise InputError(f"{mode}: {name}: {field} has {len(value)} entries but the logits "
                              f"{tuple(logits.shape)} have C = {C}; give one per class")
 

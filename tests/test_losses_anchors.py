@@ -336,7 +336,7 @@ def test_wasserstein_dice_matrix_rules(matrix: Any, needle: str) -> None:
 def test_wasserstein_dice_matrix_size_checked_against_c_at_call_time() -> None:
     x, y = make("multiclass", (5, 5), c=4, seed=12)
     crit = build_loss("wasserstein_dice", mode="multiclass", dist_matrix=DIST3)
-    with pytest.raises(InputError, match="dist_matrix has 3 entries but the logits .* have C = 4"):
+    with pytest.raises(InputError, match="dist_matrix is 3 x 3 but the logits .* have C = 4 classes; give a 4 x 4"):
         crit(x, y)
     with pytest.raises(InputError, match="dist_matrix is 3 x 3 but the logits .* have C = 4 classes; give a 4 x 4"):
         wasserstein_dice_loss(x, y, dist_matrix=DIST3)

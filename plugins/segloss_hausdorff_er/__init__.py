@@ -31,23 +31,20 @@ the predicted region (each erosion it survives adds up to ``k^alpha`` on its pix
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import InputError, Inputs, LossParams, functional_loss, hookimpl
+from segloss_registry import Inputs, Loss, LossParams, losses_hook
 
 __all__ = ["HausdorffERParams", "hausdorff_er", "hausdorff_er_loss", "erosion_kernel"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class HausdorffERParams(LossParams):
     alpha: float = Field(
-        2.0, ge=0, le=16, description="exponent of the weight k^alpha of the k-th erosion, in [0, 16] (larger overflows float32)"
+        2.0, ge=0, le=16,
+        description="exponent of the weight k^alpha of the k-th erosion, in [0, 16] (larger overflows float32)",
     )
     erosions: int = Field(10, ge=1, le=100, description="number of erosions K, 1..100")
 
@@ -65,11 +62,40 @@ def erosion_kernel(ndim: int, dtype: torch.dtype, device: torch.device) -> Tenso
 
 
 def hausdorff_er(inp: Inputs, params: HausdorffERParams) -> Tensor:
-    """HD-ER loss from normalised inputs; a 0-dim tensor."""
+    r"""Erosion-based Hausdorff loss HD-ER (Karimi and Salcudean 2019); a 0-dim tensor.
+
+    .. math::
+
+        f_0 = (p - t)^2,\quad
+        f_k = \operatorname{normalise}\big(\operatorname{relu}(f_{k-1} * B - 0.5)\big),\quad
+        L = \operatorname{mean}_{n,c,x} \sum_{k=1}^{K} k^\alpha f_k
+
+    ``B`` the cross-shaped kernel of weight sum 1 (the pixel and its 2D or 3D face neighbours),
+    a same-size convolution with zero padding; ``normalise`` maps each (image, channel) map to
+    [0, 1] by its min and max (a constant map is left as it is). ``p`` is the sigmoid (binary,
+    multilabel) or the softmax (multiclass, every class); ignored pixels get ``f_0 = 0`` and
+    leave the mean.
+
+    Shapes (plain function ``hausdorff_er_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 2D or 3D; returns a 0-dim tensor, in [0, sum_k k^alpha].
+
+    Parameters (``HausdorffERParams``):
+        alpha: exponent of the weight ``k^alpha`` of the k-th erosion, default 2.
+        erosions: the number of erosions K, default 10.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.full((1, 1, 3, 3), 10.0)  # p = 1 on a 3 x 3 image of background
+        >>> target = torch.zeros(1, 1, 3, 3)
+        >>> # f_0 * B - 0.5: 0.5 at the centre, 0.3 on the edges, 0.1 at the corners -> 1, 0.5, 0
+        >>> round(hausdorff_er_loss(logits, target, erosions=1).item(), 4)  # (1 + 4 * 0.5) / 9
+        0.3333
+    """
     p, t = inp.prob, inp.target
-    nd = len(inp.spatial_dims)
-    if nd not in (2, 3):
-        raise InputError(f"hausdorff_er supports 2D and 3D inputs; got {nd}D (logits {tuple(p.shape)})")
+    nd = len(inp.spatial_dims)  # 2 or 3: the core enforces dims=(2, 3)
     C = p.shape[1]
     conv = F.conv2d if nd == 2 else F.conv3d
     # one depthwise convolution over the channels keeps the class axis static under dynamic shapes
@@ -87,12 +113,8 @@ def hausdorff_er(inp: Inputs, params: HausdorffERParams) -> Tensor:
     return inp.pixel_mean(total)
 
 
-def hausdorff_er_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """HD-ER loss of ``logits`` against ``target``; see the module docstring."""
-    return functional_loss("hausdorff_er", hausdorff_er, HausdorffERParams, MODES, logits, target, mode=mode, **kwargs)
+hausdorff_er_loss = Loss("hausdorff_er", hausdorff_er, HausdorffERParams, dims=(2, 3),
+                         summary="erosion-based Hausdorff loss HD-ER (Karimi & Salcudean 2019): "
+                         "sum_k k^alpha eroded (p - t)^2")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("hausdorff_er", hausdorff_er, params=HausdorffERParams, modes=MODES, dims=(2, 3),
-             summary="erosion-based Hausdorff loss HD-ER (Karimi & Salcudean 2019): sum_k k^alpha eroded (p - t)^2")
+register_losses = losses_hook(hausdorff_er_loss)

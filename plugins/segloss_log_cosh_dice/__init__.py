@@ -17,17 +17,13 @@ target with a non-empty prediction gives ``log cosh(1 - s / (P + s))``, close to
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+from segloss_dice import DiceParams, dice
 from torch import Tensor
 
-from segloss_dice import DiceParams, dice
-from segloss_registry import Inputs, functional_loss, hookimpl
+from segloss_registry import Inputs, Loss, losses_hook
 
 __all__ = ["LogCoshDiceParams", "log_cosh_dice", "log_cosh_dice_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class LogCoshDiceParams(DiceParams):
@@ -35,17 +31,36 @@ class LogCoshDiceParams(DiceParams):
 
 
 def log_cosh_dice(inp: Inputs, params: LogCoshDiceParams) -> Tensor:
-    """Log-cosh Dice loss from normalised inputs; a 0-dim tensor."""
+    r"""Log-cosh Dice loss (Jadon 2020): the log-cosh of the Dice loss, after the class mean; a 0-dim tensor.
+
+    .. math::
+
+        L = \log\cosh\Big(\operatorname{mean}_c \Big(1 - \frac{2 I_c + s}{P_c + T_c + s}\Big)\Big)
+
+    the Dice loss inside exactly as ``dice`` computes it (same sums, same parameters).
+
+    Shapes (plain function ``log_cosh_dice_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor in [0, log cosh 1 = 0.4338].
+    Parameters (``LogCoshDiceParams``, those of dice):
+        smooth: ``s`` >= 0, default 1.
+        per_image: sums per sample, then the mean over samples (default False).
+        class_weights: weights of the mean over classes (multiclass, multilabel).
+        include_background: multiclass only; False leaves class 0 out (default True).
+        sync: ``"global"`` sums the statistics over the DistributedDataParallel ranks.
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[0.0, 2.0]]])  # (N=1, C=1, 2): binary, 1D, p = (0.5, 0.881)
+        >>> target = torch.tensor([[[0.0, 1.0]]])
+        >>> round(log_cosh_dice_loss(logits, target).item(), 4)  # log cosh(1 - 2.762 / 3.381)
+        0.0167
+    """
     return torch.log(torch.cosh(dice(inp, params)))  # dice is in [0, 1]: cosh cannot overflow
 
 
-def log_cosh_dice_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Log-cosh Dice loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("log_cosh_dice", log_cosh_dice, LogCoshDiceParams, MODES, logits, target,
-                           mode=mode, **kwargs)
+log_cosh_dice_loss = Loss("log_cosh_dice", log_cosh_dice, LogCoshDiceParams,
+                          summary="log(cosh(dice loss)) (Jadon 2020), after the class mean")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("log_cosh_dice", log_cosh_dice, params=LogCoshDiceParams, modes=MODES,
-             summary="log(cosh(dice loss)) (Jadon 2020), after the class mean")
+register_losses = losses_hook(log_cosh_dice_loss)

@@ -33,18 +33,16 @@ loss compiles with ``fullgraph=True``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, model_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl
+from segloss_registry import Inputs, Loss, RegionParams, losses_hook
 
 __all__ = ["LovaszParams", "lovasz", "lovasz_loss", "lovasz_from_errors"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class LovaszParams(RegionParams):
@@ -54,7 +52,7 @@ class LovaszParams(RegionParams):
     )
 
     @model_validator(mode="after")
-    def _classes_ok(self, info: ValidationInfo) -> "LovaszParams":
+    def _classes_ok(self, info: ValidationInfo) -> LovaszParams:
         mode = (info.context or {}).get("mode")
         if mode is not None and mode != "multiclass" and self.classes != "present":
             raise ValueError(
@@ -91,7 +89,38 @@ def lovasz_from_errors(errors: Tensor, labels: Tensor, valid: Tensor | None, hin
 
 
 def lovasz(inp: Inputs, params: LovaszParams) -> Tensor:
-    """Lovasz hinge (binary, multilabel) or Lovasz softmax (multiclass); a 0-dim tensor."""
+    r"""Lovasz hinge (binary, multilabel) or Lovasz softmax (multiclass) loss; a 0-dim tensor.
+
+    .. math::
+
+        L = \sum_{i=1}^{M} f(e_{(i)}) \, (J_i - J_{i-1}),\quad
+        J_i = 1 - \frac{G - \sum_{j \le i} g_j}{G + \sum_{j \le i} (1 - g_j)},\ J_0 = 0
+
+    per set of M pixels (one class over the batch, or over one image with ``per_image``), with
+    the errors ``e`` sorted descending, ``g`` the labels in that order and ``G = sum g``. Hinge:
+    ``e = 1 - z (2 t - 1)`` on the logits ``z``, ``f = relu``; softmax: ``e = |t_c - p_c|``,
+    ``f`` the identity. The sets are then averaged over classes (and images).
+
+    Shapes (plain function ``lovasz_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``LovaszParams``):
+        per_image: one set per image and class, then the mean over images (default False).
+        classes: multiclass only; ``"present"`` (default) averages the classes present in the
+            target, ``"all"`` every class.
+        class_weights: weights of the mean over classes (multiclass, multilabel).
+        include_background: multiclass only; False leaves class 0 out (default True).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[1.0, -0.5]]])  # (N=1, C=1, 2): binary, 1D
+        >>> target = torch.tensor([[[0.0, 1.0]]])
+        >>> lovasz_loss(logits, target).item()  # e = (2, 1.5), J = (0.5, 1): 2 * 0.5 + 1.5 * 0.5
+        1.75
+    """
     t = inp.target
     N, C = t.shape[:2]
     if inp.mode == "multiclass":
@@ -107,30 +136,16 @@ def lovasz(inp: Inputs, params: LovaszParams) -> Tensor:
         # (N, C, *S) -> (N*C, M) per image, or (C, N*M) over the batch
         return x.reshape(N * C, -1) if params.per_image else x.movedim(1, 0).reshape(C, -1)
 
-    R = N if params.per_image else 1
-    per_set = lovasz_from_errors(rows(errors), rows(t), None if valid is None else rows(valid), hinge).view(R, C)
-
-    w = torch.ones(C, dtype=t.dtype, device=t.device)
-    if params.class_weights is not None:
-        w = torch.tensor(params.class_weights, dtype=t.dtype, device=t.device)
-    if inp.mode == "multiclass" and not params.include_background:
-        w = torch.cat([torch.zeros_like(w[:1]), w[1:]])
-    w = w.expand(R, C)
+    per_set = lovasz_from_errors(rows(errors), rows(t), None if valid is None else rows(valid), hinge)
+    per_set = per_set.view(N, C) if params.per_image else per_set.view(C)
+    present = None
     if inp.mode == "multiclass" and params.classes == "present":
-        present = rows(t).sum(-1).view(R, C) > 0  # t is 0 at ignored pixels
-        w = w * present.to(w.dtype)
-    w_sum = w.sum(-1)
-    per_row = (per_set * w).sum(-1) / torch.where(w_sum > 0, w_sum, torch.ones_like(w_sum))
-    return per_row.mean()
+        present = inp.class_sums(t, params.per_image) > 0  # t is 0 at ignored pixels
+    return inp.class_mean(per_set, params, present)
 
 
-def lovasz_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Lovasz hinge/softmax loss of ``logits`` against ``target``; see the module docstring."""
-    return functional_loss("lovasz", lovasz, LovaszParams, MODES, logits, target, mode=mode, **kwargs)
+lovasz_loss = Loss("lovasz", lovasz, LovaszParams,
+                   summary="Lovasz extension of 1 - IoU (Berman et al. 2018): hinge (binary, multilabel), "
+                   "softmax (multiclass)")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("lovasz", lovasz, params=LovaszParams, modes=MODES,
-             dims=(1, 2, 3), summary="Lovasz extension of 1 - IoU (Berman et al. 2018): hinge (binary, multilabel), "
-             "softmax (multiclass)")
+register_losses = losses_hook(lovasz_loss)

@@ -28,31 +28,30 @@ target gives ``1 - 0`` for any prediction, with zero gradient.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import Inputs, RegionParams, functional_loss, hookimpl
+from segloss_registry import Inputs, Loss, RegionParams, losses_hook
 
 __all__ = ["MCCParams", "mcc", "mcc_loss", "valid_count"]
 
-MODES = ("binary", "multiclass", "multilabel")
-
 
 class MCCParams(RegionParams):
-    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to TP and to TN; >= 0 and finite; <= 1e6 (larger gives about 0 for any input)")
+    smooth: float = Field(1.0, ge=0, le=1e6, description="s, added to TP and to TN; >= 0 and finite; "
+                          "<= 1e6 (larger gives about 0 for any input)")
 
 
 def valid_count(inp: Inputs, per_image: bool, sync: str = "local") -> Tensor | float:
     """Valid pixels per class: a number, or a tensor broadcasting to the (C,) / (N, C) class sums."""
+    n: Tensor
     if inp.mask is None:
         spatial = math.prod(inp.logits.shape[2:])
-        n: Tensor | float = float(spatial if per_image else spatial * inp.logits.shape[0])
+        count = float(spatial if per_image else spatial * inp.logits.shape[0])
         if sync == "local":
-            return n
-        n = torch.full((1,), n, dtype=inp.logits.dtype, device=inp.logits.device)
+            return count
+        n = torch.full((1,), count, dtype=inp.logits.dtype, device=inp.logits.device)
     else:
         n = inp.class_sums(inp.mask, per_image)
     if sync != "local":
@@ -63,7 +62,34 @@ def valid_count(inp: Inputs, per_image: bool, sync: str = "local") -> Tensor | f
 
 
 def mcc(inp: Inputs, params: MCCParams) -> Tensor:
-    """MCC loss from normalised inputs; a 0-dim tensor."""
+    r"""Matthews correlation loss ``1 - MCC`` of soft counts, per class then the mean; a 0-dim tensor.
+
+    .. math::
+
+        L = \operatorname{mean}_c \Big(1 - \frac{TP \cdot TN - FP \cdot FN}
+            {\sqrt{(TP + FP)(TP + FN)(TN + FP)(TN + FN)}}\Big)
+
+    with ``TP = I + s``, ``FP = P - I``, ``FN = T - I``, ``TN = n - P - T + I + s`` per class
+    (``I``, ``P``, ``T`` as in dice, ``n`` the valid pixels); MCC is 0 where the root is 0.
+
+    Shapes (plain function ``mcc_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor in [0, 2].
+    Parameters (``MCCParams``):
+        smooth: ``s`` >= 0 added to TP and TN, default 1.
+        per_image: sums per sample, then the mean over samples (default False).
+        class_weights: weights of the mean over classes (multiclass, multilabel).
+        include_background: multiclass only; False leaves class 0 out (default True).
+        sync: ``"global"`` sums the statistics over the DistributedDataParallel ranks.
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[0.0, 2.0]]])  # (N=1, C=1, 2): binary, 1D, p = (0.5, 0.881)
+        >>> target = torch.tensor([[[0.0, 1.0]]])
+        >>> round(mcc_loss(logits, target).item(), 4)  # TP = 1.881, FP = 0.5, FN = 0.119, TN = 1.5
+        0.2967
+    """
     inter, p_sum, t_sum = inp.region_stats(params.per_image, params.sync)
     n = valid_count(inp, params.per_image, params.sync)
     s = params.smooth
@@ -80,12 +106,7 @@ def mcc(inp: Inputs, params: MCCParams) -> Tensor:
     return inp.class_mean(1 - score, params)
 
 
-def mcc_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """MCC loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("mcc", mcc, MCCParams, MODES, logits, target, mode=mode, **kwargs)
+mcc_loss = Loss("mcc", mcc, MCCParams,
+                summary="1 - Matthews correlation of soft TP/FP/FN/TN per class (s added to TP and TN), then mean")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("mcc", mcc, params=MCCParams, modes=MODES,
-             summary="1 - Matthews correlation of soft TP/FP/FN/TN per class (s added to TP and TN), then mean")
+register_losses = losses_hook(mcc_loss)

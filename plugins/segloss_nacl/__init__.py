@@ -25,19 +25,16 @@ have no special case: a mean of per-pixel terms, 0 when nothing is valid.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl
-from segloss_registry._params import odd_int
+from segloss_registry import Inputs, Loss, LossParams, losses_hook, odd_int
 
 __all__ = ["NACLParams", "nacl", "nacl_loss", "smoothing_kernel"]
-
-MODES = ("multiclass",)
 
 
 class NACLParams(LossParams):
@@ -82,21 +79,46 @@ def _filter(x: Tensor, kernel: list[float]) -> Tensor:
 
 
 def nacl(inp: Inputs, params: NACLParams) -> Tensor:
-    """NACL from normalised inputs; a 0-dim tensor."""
+    r"""Neighbour-aware calibration loss (Murugesan et al. 2023, MONAI ``NACLLoss``); a 0-dim tensor.
+
+    .. math::
+
+        u = K * t,\quad
+        L = \operatorname{mean}_x \Big(-\sum_c t_c \log p_c\Big)
+            + \alpha \operatorname{mean}_{n,c,x} d(u - z),\quad d = |\cdot| \text{ or } (\cdot)^2
+
+    ``t`` the one-hot (or soft) target, ``K`` a separable mean or Gaussian filter with zero
+    padding, ``z`` the logits (probabilities with ``from_logits=False``), ``p`` the softmax.
+
+    Shapes (plain function ``nacl_loss(logits, target)``, multiclass only):
+        - logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)`` one-hot / soft;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``NACLParams``):
+        kernel_size: edge of the mean filter, odd, default 3 (``kernel_ops="mean"``).
+        kernel_ops: ``"mean"`` (default) or ``"gaussian"``.
+        distance_type: ``"l1"`` (default) or ``"l2"``.
+        alpha: weight of the penalty, default 0.1.
+        sigma: standard deviation of the Gaussian filter, default 1.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.zeros(1, 2, 1)  # (N=1, C=2, 1 pixel): p = (0.5, 0.5)
+        >>> target = torch.tensor([[1]])  # class ids (N, 1)
+        >>> # CE = log 2; u = (0, 1/3) (a 3-box of zero padding); penalty mean |u - 0| = 1/6
+        >>> round(nacl_loss(logits, target).item(), 4)  # log 2 + 0.1 / 6
+        0.7098
+    """
     t = inp.target
     ce = inp.pixel_mean(-(t * inp.log_prob).sum(1, keepdim=True))
-    u = inp.shared(("nacl_filtered_target", tuple(smoothing_kernel(params))), lambda: _filter(t, smoothing_kernel(params)))
+    kernel = smoothing_kernel(params)
+    u = inp.shared(("nacl_filtered_target", tuple(kernel)), lambda: _filter(t, kernel))
     diff = u - inp.logits
     penalty = diff.abs() if params.distance_type == "l1" else diff * diff
     return ce + params.alpha * inp.pixel_mean(penalty)
 
 
-def nacl_loss(logits: Tensor, target: Tensor, *, mode: str = "multiclass", **kwargs: Any) -> Tensor:
-    """NACL of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("nacl", nacl, NACLParams, MODES, logits, target, mode=mode, **kwargs)
+nacl_loss = Loss("nacl", nacl, NACLParams, modes=("multiclass",),
+                 summary="CE + alpha |filtered one-hot target - logits| (Murugesan et al. 2023, MONAI NACLLoss)")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("nacl", nacl, params=NACLParams, modes=MODES,
-             summary="CE + alpha |filtered one-hot target - logits| (Murugesan et al. 2023, MONAI NACLLoss)")
+register_losses = losses_hook(nacl_loss)

@@ -26,18 +26,13 @@ Empty masks: a mean of CE values, 0 when nothing is valid.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, per_class
+from segloss_registry import Inputs, Loss, LossParams, check_class_weights, losses_hook, per_class
 
 __all__ = ["OhemParams", "ohem_ce", "ohem_ce_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class OhemParams(LossParams):
@@ -52,13 +47,43 @@ class OhemParams(LossParams):
     @field_validator("class_weights")
     @classmethod
     def _weights_ok(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (not v or any(w < 0 or not math.isfinite(w) for w in v) or sum(v) <= 0):
-            raise ValueError(f"class_weights must be a non-empty list of finite values >= 0, not all 0 (got {v})")
-        return v
+        return check_class_weights(v)
 
 
 def ohem_ce(inp: Inputs, params: OhemParams) -> Tensor:
-    """OHEM cross-entropy from normalised inputs; a 0-dim tensor."""
+    r"""Online hard example mining cross-entropy (mmsegmentation's ``OhemCrossEntropy``); a 0-dim tensor.
+
+    .. math::
+
+        \text{kept} = \{i : q_i < \text{threshold}\} \cup \{\text{the min\_kept valid } i
+        \text{ of lowest } q_i\},\quad
+        L = \frac{\sum_{i \in \text{kept}} m_i \mathrm{CE}_i}{\sum_{i \in \text{kept}} m_i}
+
+    ``q_i`` the probability of the target class (multiclass: ``sum_c t_ic p_ic``; sigmoid:
+    ``p t + (1 - p)(1 - t)`` per element), ``CE_i`` the (class-weighted) cross-entropy, ``m_i``
+    the mask weight (ignored pixels are never kept). No host sync: the min_kept-th lowest
+    ``q`` comes from ``torch.topk`` of a size taken from the shape.
+
+    Shapes (plain function ``ohem_ce_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``OhemParams``):
+        threshold: pixels with ``q`` below it are hard, default 0.7.
+        min_kept: at least this many of the hardest valid pixels are kept, default 100000.
+        class_weights: weight of each class (channel) in the per-pixel CE, one per class.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[0.0, 2.0]]])  # (N=1, C=1, 2): q = (0.5, 0.881)
+        >>> target = torch.tensor([[[0.0, 1.0]]])
+        >>> round(ohem_ce_loss(logits, target, min_kept=1).item(), 4)  # only q = 0.5 < 0.7: log 2
+        0.6931
+        >>> round(ohem_ce_loss(logits, target).item(), 4)  # min_kept >= 2 pixels: (log 2 + log(1 + e^-2)) / 2
+        0.41
+    """
     t, p = inp.target, inp.prob
     cw = None
     if params.class_weights is not None:
@@ -87,12 +112,7 @@ def ohem_ce(inp: Inputs, params: OhemParams) -> Tensor:
     return (flat * weight).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def ohem_ce_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """OHEM cross-entropy of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("ohem_ce", ohem_ce, OhemParams, MODES, logits, target, mode=mode, **kwargs)
+ohem_ce_loss = Loss("ohem_ce", ohem_ce, OhemParams, aliases=("ohem",),
+                    summary="mean CE of the pixels with target probability < threshold, at least min_kept (mmseg OHEM)")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("ohem_ce", ohem_ce, params=OhemParams, modes=MODES, aliases=("ohem",),
-             summary="mean CE of the pixels with target probability < threshold, at least min_kept (mmseg OHEM)")
+register_losses = losses_hook(ohem_ce_loss)

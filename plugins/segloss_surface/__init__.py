@@ -33,7 +33,6 @@ surface weight up).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor
@@ -41,18 +40,16 @@ from torch import Tensor
 from segloss_registry import (
     InputError,
     Inputs,
+    Loss,
     LossParams,
     check_class_mean_mode,
     check_class_weights,
-    functional_loss,
-    hookimpl,
+    losses_hook,
     per_class,
 )
 from segloss_registry.ops import signed_distance_map
 
 __all__ = ["DistanceParams", "SurfaceParams", "check_spacing", "pixel_mean_per_class", "surface", "surface_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class DistanceParams(LossParams):
@@ -127,17 +124,42 @@ def pixel_mean_per_class(inp: Inputs, loss: Tensor) -> Tensor:
 
 
 def surface(inp: Inputs, params: SurfaceParams) -> Tensor:
-    """Kervadec's surface loss from normalised inputs; a 0-dim tensor (see the module docstring)."""
+    r"""Kervadec's surface (boundary) loss, normalised as MONAI's ``BoundaryLoss``; a 0-dim tensor.
+
+    .. math::
+
+        L = \operatorname{mean}_{n, c} \frac{1}{|\Omega|} \sum_{x \in \Omega} p_{n,c}(x)\, \phi_{n,c}(x)
+
+    ``phi`` the signed distance map of class ``c`` of target ``n`` in Kervadec's convention
+    (the distance to the class outside it, ``-(d - 1)`` inside, ``d`` the distance to the
+    nearest pixel outside), from the target only, without gradient; ``p`` the sigmoid (binary,
+    multilabel) or softmax (multiclass). The mean over classes honours ``include_background``
+    and ``class_weights``; ignored pixels have ``phi = 0`` and leave the pixel mean. A class
+    without boundary (empty or full) contributes 0. Lower is better; the loss can be negative.
+
+    Shapes (plain function ``surface_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``SurfaceParams``):
+        include_background: multiclass only; False leaves class 0 out (default True).
+        class_weights: weights of the mean over classes (multiclass, multilabel).
+        spacing: pixel size per spatial axis for the distance maps (default 1 on every axis).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]])  # (N=1, C=1, 6): binary, 1D
+        >>> target = torch.tensor([[[0.0, 1.0, 1.0, 1.0, 0.0, 0.0]]])  # phi = (1, 0, -1, 0, 1, 2)
+        >>> round(surface_loss(logits, target).item(), 4)  # (0.731 * 1 + 0.5 * (-1 + 1 + 2)) / 6
+        0.2885
+    """
     phi = signed_distance_map(inp, check_spacing("surface", inp, params), "surface")
     return inp.class_mean(pixel_mean_per_class(inp, inp.prob * phi), params)
 
 
-def surface_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Surface loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("surface", surface, SurfaceParams, MODES, logits, target, mode=mode, **kwargs)
+surface_loss = Loss("surface", surface, SurfaceParams, aliases=("kervadec",),
+                    summary="Kervadec's boundary loss: mean(p * signed distance of the target), as MONAI BoundaryLoss")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("surface", surface, params=SurfaceParams, modes=MODES, aliases=("kervadec",),
-             summary="Kervadec's boundary loss: mean(p * signed distance of the target), as MONAI BoundaryLoss")
+register_losses = losses_hook(surface_loss)

@@ -25,17 +25,14 @@ Soft targets (float, multiclass one-hot/soft (N, C, *S)) enter the CE as written
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl
+from segloss_registry import Inputs, Loss, LossParams, losses_hook
 
 __all__ = ["TopKParams", "ce_elements", "top_percent_mean", "topk_ce", "topk_ce_loss"]
-
-MODES = ("binary", "multiclass", "multilabel")
 
 
 class TopKParams(LossParams):
@@ -86,16 +83,39 @@ def top_percent_mean(inp: Inputs, loss: Tensor, k: float) -> Tensor:
 
 
 def topk_ce(inp: Inputs, params: TopKParams) -> Tensor:
-    """Top-k CE from normalised inputs; a 0-dim tensor."""
+    r"""Top-k cross-entropy (Wu et al. 2016, nnU-Net's ``TopKLoss``); a 0-dim tensor.
+
+    .. math::
+
+        K = \max\big(1, \lfloor k n / 100 \rfloor\big),\quad
+        L = \frac{\sum_{i \in \text{top } K} w_i \mathrm{CE}_i}{\sum_{i \in \text{top } K} w_i}
+
+    ``CE_i`` the per-pixel cross-entropy ``-sum_c t_ic log p_ic`` (multiclass, softmax) or the
+    per-element binary cross-entropy (binary, multilabel), ``n`` the number of valid elements,
+    ``w_i`` the mask weight; ignored pixels are never selected. Elements tied with the K-th
+    value share the remaining weight. No host sync.
+
+    Shapes (plain function ``topk_ce_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - multilabel: logits and target ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``TopKParams``):
+        k: percent of the valid elements with the highest CE that are averaged, in (0, 100],
+            default 10; 100 is the plain mean CE.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[0.0, 2.0, -1.0, 3.0]]])  # (N=1, C=1, 4): binary, 1D
+        >>> target = torch.tensor([[[0.0, 1.0, 1.0, 1.0]]])  # CE = (0.693, 0.127, 1.313, 0.049)
+        >>> round(topk_ce_loss(logits, target, k=50.0).item(), 4)  # the 2 highest: (1.313 + 0.693) / 2
+        1.0032
+    """
     return top_percent_mean(inp, ce_elements(inp), params.k)
 
 
-def topk_ce_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Top-k cross-entropy of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("topk_ce", topk_ce, TopKParams, MODES, logits, target, mode=mode, **kwargs)
+topk_ce_loss = Loss("topk_ce", topk_ce, TopKParams, aliases=("topk",),
+                    summary="mean CE of the k percent hardest pixels (nnU-Net TopKLoss, Wu et al. 2016), k = 10")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("topk_ce", topk_ce, params=TopKParams, modes=MODES, aliases=("topk",),
-             summary="mean CE of the k percent hardest pixels (nnU-Net TopKLoss, Wu et al. 2016), k = 10")
+register_losses = losses_hook(topk_ce_loss)

@@ -30,17 +30,13 @@ L_aF the background's CE, growing with the logits).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from segloss_registry import Inputs, LossParams, functional_loss, hookimpl, safe_ratio
+from segloss_registry import Inputs, Loss, LossParams, losses_hook, safe_ratio
 
 __all__ = ["UnifiedFocalParams", "unified_focal", "unified_focal_loss"]
-
-MODES = ("binary", "multiclass")
 
 
 class UnifiedFocalParams(LossParams):
@@ -84,7 +80,44 @@ def _region_counts(inp: Inputs, per_image: bool) -> tuple[Tensor, Tensor, Tensor
 
 
 def unified_focal(inp: Inputs, params: UnifiedFocalParams) -> Tensor:
-    """Asymmetric unified focal loss from normalised inputs; a 0-dim tensor."""
+    r"""Asymmetric unified focal loss (Yeung et al. 2022, MONAI ``AsymmetricUnifiedFocalLoss``); a 0-dim tensor.
+
+    .. math::
+
+        L = \lambda L_{aF} + (1 - \lambda) L_{aFT},\quad
+        L_{aF} = \operatorname{mean}_x \tfrac{1}{C}\Big[(1 - \delta)(1 - p_0)^\gamma \mathrm{CE}_0
+                 + \delta \sum_{c > 0} \mathrm{CE}_c\Big]
+
+    .. math::
+
+        \mathrm{TI}_c = \frac{I_c + s}{I_c + \delta \mathrm{FN}_c + (1 - \delta) \mathrm{FP}_c + s},\quad
+        L_{aFT} = \operatorname{mean}_{n,c}\big[1 - \mathrm{TI}_0,\ (1 - \mathrm{TI}_{c > 0})^{1 - \gamma}\big]
+
+    ``CE_c = -t_c log p_c``; class 0 is the background (binary mode: the two classes ``1 - p``
+    and ``p``); ``I``, ``FN = T - I``, ``FP = P - I`` the soft counts over the valid pixels of
+    each image (or of the batch).
+
+    Shapes (plain function ``unified_focal_loss(logits, target, mode=...)``):
+        - binary: logits ``(N, 1, *S)`` or ``(N, *S)``, target the same, values in [0, 1];
+        - multiclass: logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)``;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor.
+
+    Parameters (``UnifiedFocalParams``):
+        weight: lambda, the weight of the focal term, default 0.5.
+        delta: weight of false negatives and of the foreground CE, default 0.7.
+        gamma: the focal exponent of both terms, default 0.5.
+        smooth: ``s`` of the Tversky index, default 1e-7.
+        per_image: Tversky counts per sample, then the mean (default True, MONAI's).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[0.0, 2.0]]])  # (N=1, C=1, 2): binary, p = (0.5, 0.881)
+        >>> target = torch.tensor([[[0.0, 1.0]]])
+        >>> # L_aF = (0.3 * 0.5^0.5 * log 2 + 0.7 * log(1 + e^-2)) / 4 = 0.0590
+        >>> # TI = (0.564, 0.790): L_aFT = (0.436 + 0.210^0.5) / 2 = 0.4466
+        >>> round(unified_focal_loss(logits, target).item(), 4)
+        0.2528
+    """
     delta, gamma, lam = params.delta, params.gamma, params.weight
     t, p, log_p = _two_class(inp)
     C = t.shape[1]
@@ -104,13 +137,8 @@ def unified_focal(inp: Inputs, params: UnifiedFocalParams) -> Tensor:
     return lam * focal + (1 - lam) * tversky
 
 
-def unified_focal_loss(logits: Tensor, target: Tensor, *, mode: str = "binary", **kwargs: Any) -> Tensor:
-    """Asymmetric unified focal loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("unified_focal", unified_focal, UnifiedFocalParams, MODES, logits, target,
-                           mode=mode, **kwargs)
+unified_focal_loss = Loss("unified_focal", unified_focal, UnifiedFocalParams, modes=("binary", "multiclass"),
+                          summary="asymmetric unified focal loss (Yeung et al. 2022): focal + focal Tversky, "
+                          "binary and multiclass")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("unified_focal", unified_focal, params=UnifiedFocalParams, modes=MODES,
-             summary="asymmetric unified focal loss (Yeung et al. 2022): focal + focal Tversky, binary and multiclass")
+register_losses = losses_hook(unified_focal_loss)

@@ -29,25 +29,15 @@ as soon as a foreground class is predicted anywhere.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from segloss_registry import (
-    InputError,
-    Inputs,
-    LossParams,
-    functional_loss,
-    hookimpl,
-    per_class,
-    safe_ratio,
-)
+from segloss_registry import Inputs, Loss, LossParams, losses_hook, per_class, safe_ratio
 
 __all__ = ["WassersteinDiceParams", "wasserstein_dice", "wasserstein_dice_loss"]
-
-MODES = ("multiclass",)
 
 
 class WassersteinDiceParams(LossParams):
@@ -101,14 +91,39 @@ def _distances(params: WassersteinDiceParams, C: int, like: Tensor) -> Tensor:
 
 
 def wasserstein_dice(inp: Inputs, params: WassersteinDiceParams) -> Tensor:
-    """Generalised Wasserstein Dice loss from normalised inputs; a 0-dim tensor."""
-    C = inp.num_classes
-    if params.dist_matrix is not None and len(params.dist_matrix) != C:
-        k = len(params.dist_matrix)
-        raise InputError(
-            f"multiclass: wasserstein_dice: dist_matrix is {k} x {k} but the logits {tuple(inp.logits.shape)} "
-            f"have C = {C} classes; give a {C} x {C} matrix"
-        )
+    r"""Generalised Wasserstein Dice loss (Fidon et al. 2017, MONAI's GWDL); a 0-dim tensor.
+
+    .. math::
+
+        W_i = \sum_{l,c} t_{il} M_{lc} p_{ic},\quad
+        \mathrm{TP} = \sum_i \sum_l a_l t_{il} \Big(1 - \sum_c M_{lc} p_{ic}\Big),\quad
+        L = 1 - \frac{2 \mathrm{TP} + s}{2 \mathrm{TP} + \sum_i W_i + s}
+
+    ``M`` the class distance matrix normalised by its largest entry, ``p`` the softmax, ``a_l``
+    0 for the background and 1 otherwise (``weighting_mode="GDL"``: ``1 / (V_l + 1)`` with the
+    denominator ``sum_i sum_l a_l t_il (2 - sum_c M_lc p_ic)``). Sums over the valid pixels of
+    each image, then the mean over the batch (or over the whole batch).
+
+    Shapes (plain function ``wasserstein_dice_loss(logits, target)``, multiclass only):
+        - logits ``(N, C, *S)``, target ``(N, *S)`` class ids or ``(N, C, *S)`` one-hot / soft;
+        - ``*S`` 1D, 2D or 3D; returns a 0-dim tensor in [0, 1].
+
+    Parameters (``WassersteinDiceParams``):
+        dist_matrix: the C x C distances (square, symmetric, >= 0, zero diagonal); None:
+            distance 1 between any two classes. Its size is checked against C at call time.
+        weighting_mode: ``"default"`` (Fidon et al.) or ``"GDL"`` (Tilborghs et al.).
+        smooth: ``s``, default 1e-5.
+        per_image: per sample, then the batch mean (default True, MONAI's).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.zeros(1, 2, 2)  # (N=1, C=2, 2 pixels): p = 0.5 everywhere
+        >>> target = torch.tensor([[0, 1]])  # class ids (N, 2)
+        >>> # W = (0.5, 0.5); TP = 1 - 0.5 (the foreground pixel): 1 - (1 + s) / (1 + 1 + s)
+        >>> round(wasserstein_dice_loss(logits, target).item(), 4)
+        0.5
+    """
+    C = inp.num_classes  # the core checks that dist_matrix has C rows (a per_class() field)
     M = _distances(params, C, inp.logits)
     t = inp.masked(inp.target)  # (N, C, *S), 0 (or the mask weight) where ignored
     mp = torch.einsum("lc,nc...->nl...", M, inp.prob)  # (M p_i)_l: distance of p_i to class l
@@ -128,13 +143,9 @@ def wasserstein_dice(inp: Inputs, params: WassersteinDiceParams) -> Tensor:
     return (1 - safe_ratio(2 * tp + s, den + s)).mean()
 
 
-def wasserstein_dice_loss(logits: Tensor, target: Tensor, *, mode: str = "multiclass", **kwargs: Any) -> Tensor:
-    """Generalised Wasserstein Dice loss of ``logits`` (N, C, *S) against ``target``; see the module docstring."""
-    return functional_loss("wasserstein_dice", wasserstein_dice, WassersteinDiceParams, MODES, logits, target,
-                           mode=mode, **kwargs)
+wasserstein_dice_loss = Loss("wasserstein_dice", wasserstein_dice, WassersteinDiceParams, modes=("multiclass",),
+                             aliases=("gwdl",),
+                             summary="generalised Wasserstein Dice loss (Fidon et al. 2017) with a class distance "
+                             "matrix")
 
-
-@hookimpl
-def register_losses(register: Any) -> None:
-    register("wasserstein_dice", wasserstein_dice, params=WassersteinDiceParams, modes=MODES, aliases=("gwdl",),
-             summary="generalised Wasserstein Dice loss (Fidon et al. 2017) with a class distance matrix")
+register_losses = losses_hook(wasserstein_dice_loss)
