@@ -65,6 +65,7 @@ CASES: dict[str, Case] = {
         ignored=(0,), seed=6,
     ),
     "bce_iou_dice_uneven": Case(3, (1, 3, 2), "multilabel", "bce+iou+dice", {"sync": "global"}, seed=7),
+    "cldice_binary_uneven": Case(2, (3, 1), "binary", "cldice", {"sync": "global"}, seed=8),
 }
 
 
@@ -240,6 +241,10 @@ def _ref_term(name: str, logits, t, case: Case) -> torch.Tensor:
         return ref_dice(logits, t, case.mode, kw.get("smooth", 1.0), kw.get("include_background", True))
     if name == "iou":
         return ref_iou(logits, t, case.mode, kw.get("smooth", 1.0))
+    if name == "cldice":  # DDP against one process: its formula is checked in tests/test_losses_topology.py
+        from segloss_cldice import cldice_loss
+
+        return cldice_loss(logits, t, mode=case.mode).double()
     assert name == "bce"
     return ref_bce(logits, t)
 

@@ -160,3 +160,20 @@ def test_changing_weights_100_times_compiles_nothing_new(compile_counts: dict[st
             torch.testing.assert_close(got, a * terms["dice"] + (1.0 - a + 0.01) * terms["bce"])
     got.backward()
     assert compile_counts[name].frame_count == frames == 1
+
+
+def test_class_weights_that_leave_nothing_to_average_are_a_config_error() -> None:
+    """include_background=False with weight only on class 0: the mean over classes would divide by 0."""
+    from segloss_registry import LossConfigError, build_loss
+
+    with pytest.raises(LossConfigError, match="class_weights"):
+        build_loss("dice", mode="multiclass", include_background=False, class_weights=[1.0, 0.0, 0.0])
+    build_loss("dice", mode="multiclass", include_background=False, class_weights=[1.0, 0.0, 2.0])  # fine
+
+
+def test_lovasz_refuses_global_sync() -> None:
+    """A silently local Lovasz under sync='global' would be a wrong number in DDP: refused at build time."""
+    from segloss_registry import LossConfigError, build_loss
+
+    with pytest.raises(LossConfigError, match="sync='global' is not available for lovasz"):
+        build_loss("lovasz", sync="global")

@@ -46,6 +46,7 @@ from pydantic import Field
 from torch import Tensor
 
 from segloss_registry import InputError, Inputs, Loss, RegionParams, losses_hook, safe_ratio
+from segloss_registry.distributed import sync_sum
 
 __all__ = ["ClDiceParams", "cldice", "cldice_loss", "soft_erode", "soft_dilate", "soft_open", "soft_skel"]
 
@@ -141,8 +142,11 @@ def cldice(inp: Inputs, params: ClDiceParams) -> Tensor:
     skel_p = soft_skel(p, params.iterations)
     skel_t = soft_skel(t, params.iterations)
     s = params.smooth
-    tprec = safe_ratio(inp.class_sums(skel_p * t, params.per_image) + s, inp.class_sums(skel_p, params.per_image) + s)
-    tsens = safe_ratio(inp.class_sums(skel_t * p, params.per_image) + s, inp.class_sums(skel_t, params.per_image) + s)
+    sums = tuple(inp.class_sums(x, params.per_image) for x in (skel_p * t, skel_p, skel_t * p, skel_t))
+    # sync="global" (DistributedDataParallel): the sums of every rank, so the loss is the global batch's
+    sp_t, sp, st_p, st = sync_sum(sums, params.sync, "cldice")
+    tprec = safe_ratio(sp_t + s, sp + s)
+    tsens = safe_ratio(st_p + s, st + s)
     cl = safe_ratio(2 * tprec * tsens, tprec + tsens, empty=0.0)
     return inp.class_mean(1 - cl, params)
 

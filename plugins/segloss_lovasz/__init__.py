@@ -53,6 +53,11 @@ class LovaszParams(RegionParams):
 
     @model_validator(mode="after")
     def _classes_ok(self, info: ValidationInfo) -> LovaszParams:
+        if self.sync == "global":
+            raise ValueError(
+                "sync='global' is not available for lovasz: its sort runs over the pixels of one rank, and a "
+                "global Lovasz extension would need every rank's errors; use sync='local' (the default)"
+            )
         mode = (info.context or {}).get("mode")
         if mode is not None and mode != "multiclass" and self.classes != "present":
             raise ValueError(
