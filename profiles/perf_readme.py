@@ -62,12 +62,20 @@ def targets(data: dict[str, Any]) -> list[list[str]]:
     for label in ("binary 3-term", "binary 5-term"):
         res = _rows(data, label)
         ours = _ours(res, "compiled")
+        bare = _find(res, lambda n: n.startswith("segloss compiled ") and n.endswith("(check_inputs=never)"))
+        bare_bce = _find(res, lambda n: n == "segloss compiled bce (check_inputs=never)")
         add(f"{label}: compiled composite / compiled bce alone", ours, _ours(res, "compiled", "bce"), 1.2, True)
         add(f"{label}: torch.compile(plain formulas) / ours compiled", _peer(res, "plain", "torch.compile"), ours,
             1.3, False)
         add(f"{label}: torch.compile(seed's modules) / ours compiled", _peer(res, "seed", "torch.compile"), ours,
             1.0, False)
         add(f"{label}: torch.compile(MONAI's) / ours compiled", _peer(res, "MONAI", "torch.compile"), ours, 1.5, False)
+        if bare is not None:  # the same comparisons with our value checks off (the peers check nothing)
+            add(f"{label}, checks off: composite / bce alone", bare, bare_bce, 1.2, True)
+            add(f"{label}, checks off: torch.compile(plain formulas) / ours", _peer(res, "plain", "torch.compile"),
+                bare, 1.3, False)
+            add(f"{label}, checks off: torch.compile(seed's modules) / ours", _peer(res, "seed", "torch.compile"),
+                bare, 1.0, False)
     for label in ("binary 3-term", "multiclass", "3D"):
         res = _rows(data, label)
         eager = _ours(res, "eager")

@@ -147,3 +147,16 @@ def test_gpu_suite_runs_on_the_cpu_small_and_writes_json_and_markdown(tmp_path: 
     assert subprocess.run(["bash", "-n", "profiles/gpu_suite.sh"], cwd=Path(__file__).parents[1]).returncode == 0
     with pytest.raises(SeglossError, match=r"unknown suite 'gpux'.*did you mean 'gpu'"):
         run_suite("gpux")
+
+
+def test_unchecked_candidate_builds_without_value_checks() -> None:
+    """--unchecked adds ours compiled with check_inputs='never' beside the checked one."""
+    from segloss_registry.bench.candidates import UNCHECKED, our_candidates
+    from segloss_registry.bench.config import BenchConfig
+
+    cfg = BenchConfig(spec="bce+dice", shape=(1, 1, 4, 4), also=("bce",), unchecked=True, eager=False)
+    cands, _ = our_candidates(cfg, torch.zeros(1, 1, 4, 4))
+    names = [c.name for c in cands]
+    assert names == ["segloss compiled bce + dice", f"segloss compiled bce + dice ({UNCHECKED})",
+                     "segloss compiled bce", f"segloss compiled bce ({UNCHECKED})"]
+    assert [c.fn.check_inputs for c in cands] == ["auto", "never", "auto", "never"]

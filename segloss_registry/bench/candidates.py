@@ -43,6 +43,9 @@ class Candidate:
     share_of: str | None = None  # a part of another candidate's step (that candidate's name)
 
 
+UNCHECKED = "check_inputs=never"
+
+
 def our_candidates(cfg: BenchConfig, target: Tensor) -> tuple[list[Candidate], CompositeLoss]:
     """``cfg.spec`` and each ``cfg.also`` spec, compiled and/or eager; the first compiled one is the reference."""
     cands: list[Candidate] = []
@@ -56,6 +59,11 @@ def our_candidates(cfg: BenchConfig, target: Tensor) -> tuple[list[Candidate], C
             kind = "compiled" if compiled else "eager"
             cands.append(Candidate(f"{OURS} {kind} {crit.spec}", OURS, crit, target, compiled,
                                    reference=not cands))
+        if cfg.unchecked and cfg.compiled:
+            crit = build_loss(spec, mode=cast(Any, cfg.mode), compile=True,
+                              **{"check_inputs": "never", **cfg.loss_kwargs})
+            cands.append(Candidate(f"{OURS} compiled {crit.spec} ({UNCHECKED})", OURS, crit, target, True,
+                                   note="no value checks: what a peer does"))
     if main is None:
         raise SeglossError("bench: nothing to measure (both --no-eager and --no-compiled)")
     return cands, main

@@ -19,7 +19,8 @@ class BenchConfig:
     beside ``spec`` (e.g. a single term, to see what composition costs).
 
     ``peers``: time the peers the plugins register (``register_peers``); ``libraries``: only these
-    peer libraries (None: all); ``compiled_peers``: also each peer wrapped in ``torch.compile``.
+    peer libraries (None: all); ``compiled_peers``: also each peer wrapped in ``torch.compile``;
+    ``unchecked``: also ours compiled with ``check_inputs="never"`` (the peers check nothing).
     """
 
     spec: str
@@ -39,6 +40,7 @@ class BenchConfig:
     name: str | None = None
     compiled_peers: bool = True
     libraries: tuple[str, ...] | None = None
+    unchecked: bool = False  # also ours compiled with check_inputs="never": what the every-call value checks cost
 
 
 def numel(shape: tuple[int, ...] | list[int]) -> int:

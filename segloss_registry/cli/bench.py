@@ -36,6 +36,8 @@ def add_parser(sub: Any) -> None:
                    help="also time the peers the plugins register (MONAI, the seed's modules, plain formulas...)")
     p.add_argument("--compiled-peers", action=argparse.BooleanOptionalAction, default=True,
                    help="also time each peer wrapped in torch.compile, as a user would (default on)")
+    p.add_argument("--unchecked", action="store_true",
+                   help="also time ours compiled with check_inputs='never' (what the every-call value checks cost)")
     p.add_argument("--library", action="append", default=None, metavar="LIB",
                    help="only this peer library (repeatable), e.g. --library MONAI")
     p.add_argument("--list-peers", action="store_true", help="list the registered peers and exit")
@@ -144,6 +146,7 @@ def _config(args: argparse.Namespace) -> Any:
         warmup=sc.warmup, peers=args.peers, also=tuple(args.also), eager=args.eager, compiled=args.compiled,
         loss_kwargs=sc.loss_kwargs, progress=not args.no_progress and not args.json, name=sc.name,
         compiled_peers=args.compiled_peers, libraries=tuple(args.library) if args.library else None,
+        unchecked=args.unchecked,
     )
     return cfg
 
