@@ -1,6 +1,6 @@
 """Regenerate the README's performance tables and the status of every issue-16 target.
 
-    python profiles/perf_readme.py --write         # runs profiles/suites/readme.toml (~10 min on 2 cores)
+    python profiles/perf_readme.py --write         # runs profiles/suites/readme.toml (2-6 min on 2 cores)
     python profiles/perf_readme.py --from profiles/results/readme.json --write   # re-render a saved run
 
 Writes profiles/results/readme.{json,md} and, with --write, replaces the text between the
