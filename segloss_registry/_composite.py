@@ -108,11 +108,10 @@ class CompositeLoss(nn.Module):
         self.last_terms: dict[str, Tensor] = {}
         self._dims = set.intersection(*(set(t.info.dims) for t in self.terms))
         self._global_sync = any(getattr(t.params, "sync", "local") == "global" for t in self.terms)
+        # the terms with a per-class list to check against C at call time
         self._per_class = tuple(
-            (t.key, name, len(v))
-            for t in self.terms
-            for name in per_class_fields(type(t.params))
-            if isinstance(v := getattr(t.params, name, None), list)
+            t for t in self.terms
+            if any(isinstance(getattr(t.params, name, None), list) for name in per_class_fields(type(t.params)))
         )
         self._reset_runtime()
 
@@ -394,9 +393,8 @@ class CompositeLoss(nn.Module):
         return total, stacked, counts
 
     def _check_term_shapes(self, logits: Tensor) -> None:
-        if self._per_class:
-            for t in self.terms:
-                check_per_class(t.key, t.params, self.options.mode, logits)
+        for t in self._per_class:
+            check_per_class(t.key, t.params, self.options.mode, logits)
 
     # -- description -------------------------------------------------------------------------
     @property
