@@ -4,7 +4,7 @@
 of range, ...), computed on the inputs' own device. What happens with it depends on
 ``check_inputs``:
 
-- ``"auto"`` (the default): on the CPU the counts are read at once (reading costs nothing
+- ``"auto"`` (the default): on the CPU the checks are read at once (reading costs nothing
   there) and a bad batch raises ``InputError`` in the call that got it; on an accelerator the
   counts are copied to host memory without blocking and read at the start of the next call,
   so the error comes at most one step late and names the step it happened in.
@@ -18,6 +18,11 @@ Inside a user's own ``torch.compile`` the host-side part is skipped: nothing is 
 there, since reading would break the user's graph. Whatever the checks, a non-finite input
 never gives a finite loss: the criterion then adds ``0 * sum(logits)`` to every term, which is
 NaN exactly when an input is (see ``CompositeLoss``).
+
+Checks read at once use ``value_flags`` first: nine minima and maxima, fused into the loss's own
+compiled graph, that are bad exactly when some count is; only then are the counts computed, to
+say what is wrong and where. (The counts themselves, int64 sums of per-element tests, cost more
+than a compiled ``bce+dice+focal`` step on the CPU: ``python profiles/check_cost.py``.)
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from torch import Tensor
 
 from ._errors import InputError
 
-__all__ = ["CHECKS", "value_counts", "quick_check", "raise_for_counts", "widen", "PendingCheck"]
+__all__ = [
+    "CHECKS", "FLAGS", "value_counts", "value_flags", "flags_bad", "ids_form", "raise_for_counts", "widen",
+    "PendingCheck",
+]
 
 CHECKS = (
     "nan_logits",
@@ -96,32 +104,67 @@ def value_counts(logits: Tensor, target: Tensor, mask: Tensor | None, mode: str,
         return torch.stack([counts[k] for k in CHECKS])
 
 
-def quick_check(logits: Tensor, target: Tensor, mask: Tensor | None, opts: Any) -> bool:
-    """True when the inputs are surely fine, from three reductions and one small read-back.
+FLAGS = ("logits_lo", "logits_hi", "target_lo", "target_hi", "fraction", "onehot", "prob_sums", "mask_lo", "mask_hi")
+"""What ``value_flags`` returns, in order: a few minima and maxima that say whether any count is bad."""
 
-    The everyday path of the CPU's every-call checks: finite sum of the logits, and the target's
-    min and max in range. False means "look closer" (``value_counts`` then says what is wrong, or
-    that nothing is: a finite sum can overflow). Cases it does not cover return False.
+
+def value_flags(logits: Tensor, target: Tensor, mask: Tensor | None, mode: str, from_logits: bool,
+                ignore_index: int | None) -> Tensor:
+    """The everyday form of the checks: nine float64 numbers (``FLAGS``), traceable.
+
+    Minima and maxima only (NaN-propagating, fused into one pass by inductor; no per-element
+    int64 counts, which cost more than the loss itself on the CPU): the logits' range, the
+    target's range over the pixels that count, the largest fractional part of float class ids,
+    the largest deviation of a one-hot target's (or a probability input's) class sum from 1, the
+    mask's range. ``flags_bad`` reads them; it is true exactly when some count of
+    ``value_counts`` is non-zero, which then says what is wrong and where.
     """
-    if mask is not None or not opts.from_logits or opts.ignore_index is not None or logits.device.type == "meta":
-        return False
-    ids = _ids_form(logits, target, opts.mode)
-    if ids and target.is_floating_point():
-        return False
     with torch.no_grad():
+        x = logits.detach()
         t = widen(target.detach())
-        lo, hi = torch.aminmax(t if t.is_floating_point() or t.dtype == torch.int64 else t.to(torch.int64))
-        s = logits.detach().sum(dtype=torch.float64) if logits.dtype != torch.float64 else logits.detach().sum()
-        parts = [s, lo.to(torch.float64), hi.to(torch.float64)]
-        if t.is_floating_point():
-            parts.append(t.sum(dtype=torch.float64))
-        vals = torch.stack(parts).tolist()
-    if not all(math.isfinite(v) for v in vals):
-        return False
-    upper = logits.shape[1] - 1 if ids else 1
-    if vals[1] < 0 or vals[2] > upper:
-        return False
-    return not (opts.mode == "multiclass" and not ids)  # one-hot sums: the full check
+        f64 = torch.float64
+        zero = torch.zeros((), dtype=f64, device=x.device)
+        flags = dict.fromkeys(FLAGS, zero)
+        lo, hi = torch.aminmax(x)
+        flags["logits_lo"], flags["logits_hi"] = lo.to(f64), hi.to(f64)
+        valid = None if ignore_index is None else t != ignore_index
+        tv = t if valid is None else torch.where(valid, t, torch.zeros_like(t))
+        lo, hi = torch.aminmax(tv)
+        flags["target_lo"], flags["target_hi"] = lo.to(f64), hi.to(f64)
+        ids = _ids_form(x, t, mode)
+        if ids and t.is_floating_point():
+            flags["fraction"] = (tv - torch.floor(tv)).abs().amax().to(f64)
+        if mode == "multiclass" and not ids:
+            dev = (tv.to(torch.float32).sum(1) - 1).abs()
+            if valid is not None:
+                dev = torch.where(valid.all(1), dev, torch.zeros_like(dev))
+            flags["onehot"] = dev.amax().to(f64)
+        if not from_logits and mode == "multiclass":
+            flags["prob_sums"] = (x.to(torch.float32).sum(1) - 1).abs().amax().to(f64)
+        if mask is not None and mask.dtype != torch.bool:
+            m = mask.detach()
+            lo, hi = torch.aminmax(m)
+            flags["mask_lo"], flags["mask_hi"] = lo.to(f64), hi.to(f64)
+        return torch.stack([flags[k] for k in FLAGS])
+
+
+def flags_bad(flags: list[float], mode: str, classes: int, from_logits: bool, ids: bool) -> bool:
+    """Whether the ``value_flags`` of one call show a bad value (``ids``: class-id targets;
+    ``classes``: the logits' C). Exact: true if and only if ``value_counts`` counts something."""
+    f = dict(zip(FLAGS, flags))
+    if not all(math.isfinite(v) for v in flags):  # NaN or Inf logits, target, mask; NaN ids
+        return True
+    if not from_logits and (f["logits_lo"] < 0 or f["logits_hi"] > 1 or f["prob_sums"] > 1e-3):
+        return True
+    upper = classes - 1 if ids else 1
+    if f["target_lo"] < 0 or f["target_hi"] > upper or f["fraction"] > 0:
+        return True
+    return f["onehot"] > 1e-3 or f["mask_lo"] < 0
+
+
+def ids_form(logits: Tensor, target: Tensor, mode: str) -> bool:
+    """Multiclass targets holding class ids (integer, or float ids of shape (N, *S) / (N, 1, *S))."""
+    return _ids_form(logits, target, mode)
 
 
 def _where(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:

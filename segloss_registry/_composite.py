@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from . import _compile
-from ._checks import PendingCheck, quick_check, raise_for_counts, value_counts
+from ._checks import PendingCheck, flags_bad, ids_form, raise_for_counts, value_counts, value_flags
 from ._errors import InputError, LossConfigError, PluginError, SeglossError, did_you_mean
 from ._functional import check_per_class, mode_problem
 from ._inputs import Inputs, check_inputs, compact_ids, no_autocast, normalise
-from ._options import OPTION_NAMES, CheckInputs, CompileMode, LossOptions, Mode, plain
+from ._options import OPTION_NAMES, CheckInputs, CompileMode, InputOptions, LossOptions, Mode, plain
 from ._params import LossParams, per_class_fields, validate_params
 from ._registry import LossInfo, RecipeInfo, Registry, get_registry
 from ._spec import TermSpec, format_term, parse_spec, to_terms
@@ -144,7 +144,7 @@ class CompositeLoss(nn.Module):
         fns = tuple((t.key, t.info, t.params) for t in self.terms)
 
         def compute(logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor,
-                    labels: bool, poison: bool, verify: bool, counts: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+                    labels: bool, poison: bool, verify: bool, check: str) -> tuple[Tensor, Tensor, Tensor | None]:
             with no_autocast(logits.device.type):
                 inp = normalise(logits, target, opts, mask)
                 values = []
@@ -172,9 +172,7 @@ class CompositeLoss(nn.Module):
                         ok = ok & torch.isfinite(target).all()
                     stacked = stacked + torch.where(ok, 0.0, float("nan")).to(stacked.dtype)
                 total = (stacked * weights.to(stacked.dtype)).sum()
-                bad = (value_counts(logits, target, mask, opts.mode, opts.from_logits, opts.ignore_index)
-                       if counts else None)
-                return total, stacked, bad
+                return total, stacked, _checked(check, logits, target, mask, opts)
 
         return compute
 
@@ -281,7 +279,7 @@ class CompositeLoss(nn.Module):
             require_process_group(self.options.mode)  # outside the graph: a clear error, not a trace failure
         if outer:  # inside the user's own torch.compile: trace our computation into the user's graph
             total, stacked, _ = self._compute(logits, target, mask, self._weights_on(logits.device, _dtype(logits)),
-                                              False, True, False, False)
+                                              False, True, False, "off")
         else:
             total, stacked = self._run(logits, target, mask)
         terms = dict(zip(self.keys, stacked.unbind(0)))
@@ -307,23 +305,27 @@ class CompositeLoss(nn.Module):
                 total, stacked, counts = self._run_compiled(logits, target, mask, weights, policy)
         else:
             if policy == "now":  # before the computation: a bad batch is an InputError, not a crash inside a term
-                if not quick_check(logits, target, mask, self.options):
-                    self._raise_now(value_counts(logits, target, mask, self.options.mode, self.options.from_logits,
-                                                 self.options.ignore_index), logits, target)
+                self._raise_if_flagged(_flags(logits, target, mask, self.options), logits, target, mask)
             elif policy == "later":
-                counts = value_counts(logits, target, mask, self.options.mode, self.options.from_logits,
-                                      self.options.ignore_index)
+                counts = _counts(logits, target, mask, self.options)
             with _label(labels, f"segloss/eager[{self.spec}]"):
-                total, stacked, _ = self._compute(logits, target, mask, weights, labels, policy != "now", True, False)
+                total, stacked, _ = self._compute(logits, target, mask, weights, labels, policy != "now", True, "off")
         if counts is not None:
             if policy == "now":
-                self._raise_now(counts, logits, target)
+                self._raise_if_flagged(counts, logits, target, mask)
             else:
                 self._pending = PendingCheck.start(self._calls, counts, self.options.mode,
                                                    (tuple(logits.shape), tuple(target.shape)))
         if policy == "now":
             self._checked_once = True
         return total, stacked
+
+    def _raise_if_flagged(self, flags: Tensor, logits: Tensor, target: Tensor, mask: Tensor | None) -> None:
+        """Read one call's ``value_flags``; when they show a bad value, count and raise ``InputError``."""
+        opts = self.options
+        if flags_bad(flags.tolist(), opts.mode, logits.shape[1] if logits.dim() > 1 else 1, opts.from_logits,
+                     ids_form(logits, target, opts.mode)):
+            self._raise_now(_counts(logits, target, mask, opts), logits, target)
 
     def _raise_now(self, counts: Tensor, logits: Tensor, target: Tensor) -> None:
         raise_for_counts([int(v) for v in counts.tolist()], self.options.mode,
@@ -347,10 +349,12 @@ class CompositeLoss(nn.Module):
         versions = [t._version for t in (logits, target) if isinstance(t, Tensor)]
         try:
             with _compile.no_donated_buffers():
-                ids = compact_ids(target, self.options, logits)  # outside the graph: int64 ids are slow in it
+                # integer ids compacted outside the graph (int64 ids are slow in it); float ids go in as
+                # they are, so that the checks in the graph see their fractions
+                ids = target if target.is_floating_point() else compact_ids(target, self.options, logits)
                 x, t = _dynamic_views(logits, ids, self.options.mode)
-                total, stacked, counts = self._compiled_fn()(x, t, mask, weights, False, policy != "now", False,
-                                                             policy != "off")
+                check = {"now": "flags", "later": "counts"}.get(policy, "off")
+                total, stacked, counts = self._compiled_fn()(x, t, mask, weights, False, policy != "now", False, check)
             _compile.allow_retained_backward(total)
         except SeglossError:
             raise
@@ -366,13 +370,11 @@ class CompositeLoss(nn.Module):
     def _fall_back(self, exc: Exception, logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor,
                    policy: str) -> tuple[Tensor, Tensor, Tensor | None]:
         counts = None
-        if policy != "off":
-            counts = value_counts(logits, target, mask, self.options.mode, self.options.from_logits,
-                                  self.options.ignore_index)
-            if policy == "now":
-                self._raise_now(counts, logits, target)
-                counts = None
-        total, stacked, _ = self._compute(logits, target, mask, weights, False, policy != "now", True, False)
+        if policy == "now":
+            self._raise_if_flagged(_flags(logits, target, mask, self.options), logits, target, mask)
+        elif policy == "later":
+            counts = _counts(logits, target, mask, self.options)
+        total, stacked, _ = self._compute(logits, target, mask, weights, False, policy != "now", True, "off")
         cause = _compile.permanent_failure(exc)
         if cause is not None:
             self._compile_disabled = cause
@@ -443,6 +445,21 @@ class CompositeLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.spec!r}, mode={self.options.mode!r}, compile={self.settings.compile!r}"
+
+
+def _checked(check: str, logits: Tensor, target: Tensor, mask: Tensor | None, opts: InputOptions) -> Tensor | None:
+    """The value checks of one call: ``"flags"`` (read at once), ``"counts"`` (read later) or ``"off"``."""
+    if check == "off":
+        return None
+    return _flags(logits, target, mask, opts) if check == "flags" else _counts(logits, target, mask, opts)
+
+
+def _flags(logits: Tensor, target: Tensor, mask: Tensor | None, opts: InputOptions) -> Tensor:
+    return value_flags(logits, target, mask, opts.mode, opts.from_logits, opts.ignore_index)
+
+
+def _counts(logits: Tensor, target: Tensor, mask: Tensor | None, opts: InputOptions) -> Tensor:
+    return value_counts(logits, target, mask, opts.mode, opts.from_logits, opts.ignore_index)
 
 
 def _label(on: bool, name: str) -> Any:
