@@ -8,8 +8,8 @@ included), from ``segloss_registry.bench.peak_memory_of``, as a multiple of the 
 
     python profiles/perf_internals.py eager            # eager: ours vs MONAI (time, peak memory)
     python profiles/perf_internals.py compiled         # compiled: composites vs BCE alone and peers
-    python profiles/perf_internals.py compiled --sac save      # force a save/recompute policy
     python profiles/perf_internals.py ops              # count transcendental ops in BCE's graphs
+    python profiles/perf_internals.py masks            # min(p, t) as torch.minimum vs (p + t - |p - t|) / 2
 
 Options: ``--rounds`` (default 7), ``--steps`` per round (default 3), ``--device`` (cpu).
 """
@@ -237,7 +237,7 @@ def compiled_part(args: argparse.Namespace) -> None:
             cands.append((f"torch.compile({peer[0]})", torch.compile(peer[1])))
         else:
             print(f"(MONAI has no module for {spec})")
-        compare(f"compiled {spec} (check_inputs={checks}, sac={os.environ.get('SEGLOSS_SAC', 'auto')})",
+        compare(f"compiled {spec} (check_inputs={checks})",
                 cands, x, t, args.rounds, args.steps)
 
 
@@ -267,25 +267,44 @@ def ops_part(args: argparse.Namespace) -> None:
         fn = crit._compute
         w = crit._weights_on(x.device, x.dtype)
         print(f"{spec}:")
-        f = aot_function(lambda a, b, fn=fn, w=w: fn(a, b, None, w, False, False, False, False)[0],
+        f = aot_function(lambda a, b, fn=fn, w=w: fn(a, b, None, w, False, False, False, "off")[0],
                          fw_compiler=counter("forward"), bw_compiler=counter("backward"),
                          partition_fn=min_cut_rematerialization_partition)
         f(x, t).backward()
 
 
+def _soft_dice(minimum: Callable[[Tensor, Tensor], Tensor]) -> LossFn:
+    def fn(x: Tensor, t: Tensor) -> Tensor:
+        p = torch.sigmoid(x)
+        dims = (0, *range(2, x.dim()))
+        i, ps, ts = minimum(p, t).sum(dims), p.sum(dims), t.sum(dims)
+        return (1 - (2 * i + 1) / (ps + ts + 1)).mean()
+    return fn
+
+
+def masks_part(args: argparse.Namespace) -> None:
+    """A soft Dice (``sum(min(p, t))``) compiled two ways: inductor saves ``torch.minimum``'s comparison
+    masks as bool tensors for the backward, and its CPU kernels store bool tensors slowly."""
+    from segloss_registry._inputs import soft_minimum
+
+    x, t = make_inputs("binary", [8, 1, 512, 512], device=args.device)
+    cands: list[tuple[str, LossFn]] = [
+        ("compiled soft Dice, (p + t - |p - t|) / 2", torch.compile(_soft_dice(soft_minimum), dynamic=True)),
+        ("compiled soft Dice, torch.minimum", torch.compile(_soft_dice(torch.minimum), dynamic=True)),
+        ("compiled hard Dice, p * t (no minimum)", torch.compile(_soft_dice(torch.mul), dynamic=True)),
+    ]
+    compare("min(p, t) in a compiled graph", cands, x, t, args.rounds, args.steps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["eager", "compiled", "ops", "all"])
+    ap.add_argument("part", choices=["eager", "compiled", "ops", "masks", "all"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checks", action="store_true", help="compiled: keep the value checks on (default: never)")
     ap.add_argument("--checks-off", action="store_true", help="eager: also time check_inputs='never'")
-    ap.add_argument("--sac", choices=["auto", "save", "recompute", "off"], default=None,
-                    help="compiled: the save/recompute policy (sets SEGLOSS_SAC)")
     args = ap.parse_args()
-    if args.sac:
-        os.environ["SEGLOSS_SAC"] = args.sac
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.part in ("eager", "all"):
         eager_part(args)
@@ -293,6 +312,8 @@ def main() -> None:
         compiled_part(args)
     if args.part in ("ops", "all"):
         ops_part(args)
+    if args.part in ("masks", "all"):
+        masks_part(args)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def focal_modulator(u: Tensor, gamma: float) -> tuple[Tensor, Tensor | None]:
     if gamma == 0:
         return mod, None
     d = base ** (gamma - 1) * gamma
-    return mod, d.masked_fill_(u < lo, 0.0)
+    return mod, d.masked_fill(u < lo, 0.0)  # out of place: also traced into compiled graphs
 
 
 class FocalElements(torch.autograd.Function):

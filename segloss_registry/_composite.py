@@ -109,6 +109,7 @@ class CompositeLoss(nn.Module):
         self._dims = set.intersection(*(set(t.info.dims) for t in self.terms))
         self._global_sync = any(getattr(t.params, "sync", "local") == "global" for t in self.terms)
         # the terms with a per-class list to check against C at call time
+        self._save_policy = "auto"
         self._per_class = tuple(
             t for t in self.terms
             if any(isinstance(getattr(t.params, name, None), list) for name in per_class_fields(type(t.params)))
@@ -136,6 +137,7 @@ class CompositeLoss(nn.Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[no-untyped-call, unused-ignore]
+        self.__dict__.setdefault("_save_policy", "auto")  # pickled before the save policy existed
         self._reset_runtime()
 
     # -- the computation (what torch.compile traces) --------------------------------------
@@ -143,8 +145,16 @@ class CompositeLoss(nn.Module):
         opts = self.options
         fns = tuple((t.key, t.info, t.params) for t in self.terms)
 
-        def compute(logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor,
-                    labels: bool, poison: bool, verify: bool, check: str) -> tuple[Tensor, Tensor, Tensor | None]:
+        def compute(logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor, labels: bool, poison: bool,
+                    verify: bool, check: str, save: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+            if save and torch.is_grad_enabled():  # our own compiled graph: keep log1p for the backward
+                out: tuple[Tensor, Tensor, Tensor | None] = _compile.with_saved_softplus(
+                    body, logits, target, mask, weights, labels, poison, verify, check)
+                return out
+            return body(logits, target, mask, weights, labels, poison, verify, check)
+
+        def body(logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor,
+                 labels: bool, poison: bool, verify: bool, check: str) -> tuple[Tensor, Tensor, Tensor | None]:
             with no_autocast(logits.device.type):
                 inp = normalise(logits, target, opts, mask)
                 values = []
@@ -210,6 +220,24 @@ class CompositeLoss(nn.Module):
                                [t.weight for t in self.terms], replace=True)
         self.terms = tuple(dataclasses.replace(t, weight=w) for t, w in zip(self.terms, new))
         self._weight_cache = {}  # new tensors: a graph still holding the old ones for its backward keeps them
+
+    # -- what the compiled backward saves ----------------------------------------------------------------
+    @property
+    def save_policy(self) -> str:
+        """What the compiled graph keeps for its backward (see ``set_save_policy``)."""
+        return self._save_policy
+
+    def set_save_policy(self, policy: str) -> None:
+        """``"auto"`` (default): save the ``log1p`` results of a sigmoid loss's forward on the CPU, where
+        recomputing them in the backward is slower, and recompute them on accelerators, where memory
+        traffic is the limit; ``"save"`` or ``"recompute"``: the same on every device. Saving costs one
+        float per element of peak memory; ``segloss bench --save-policies`` times both. Takes effect
+        at the next call (one recompile)."""
+        if policy not in _compile.SAVE_POLICIES:
+            raise LossConfigError(
+                f"save policy must be one of {', '.join(map(repr, _compile.SAVE_POLICIES))}, got {policy!r}"
+            )
+        self._save_policy = policy
 
     # -- forward ----------------------------------------------------------------------------
     if TYPE_CHECKING:
@@ -354,7 +382,9 @@ class CompositeLoss(nn.Module):
                 ids = target if target.is_floating_point() else compact_ids(target, self.options, logits)
                 x, t = _dynamic_views(logits, ids, self.options.mode)
                 check = {"now": "flags", "later": "counts"}.get(policy, "off")
-                total, stacked, counts = self._compiled_fn()(x, t, mask, weights, False, policy != "now", False, check)
+                save = _compile.saves_softplus(logits.device, self._save_policy)
+                total, stacked, counts = self._compiled_fn()(x, t, mask, weights, False, policy != "now", False, check,
+                                                             save)
             _compile.allow_retained_backward(total)
         except SeglossError:
             raise

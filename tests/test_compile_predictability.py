@@ -1,9 +1,10 @@
 """Predictable compilation, counted with dynamo's own counters.
 
-The compiled criteria here run on dynamo's ``CompileCounter`` backend (it counts the graphs
-dynamo hands to the backend and runs them eagerly): the number of compiles is dynamo's
-decision, not the backend's, so the counts are those of the inductor path, without paying
-for inductor. The last test runs inductor for real, with a broken C++ compiler, in a
+The compiled criteria here run on dynamo's ``CompileCounterWithBackend("aot_eager")`` (it
+counts the graphs dynamo hands to the backend, which AOTAutograd then partitions as for inductor
+and runs eagerly: the CPU's save policy, selective activation checkpointing, is partitioned
+as in production): the number of compiles is dynamo's decision, not the backend's, so the
+counts are those of the inductor path, without paying for inductor. The last test runs inductor for real, with a broken C++ compiler, in a
 subprocess with its own empty cache.
 """
 
@@ -22,7 +23,7 @@ from unittest import mock
 import pydantic
 import pytest
 import torch
-from torch._dynamo.testing import CompileCounter
+from torch._dynamo.testing import CompileCounterWithBackend
 from torch._dynamo.utils import counters
 
 from segloss_registry import CompileWarning, build_loss, list_losses
@@ -31,16 +32,16 @@ pytestmark = pytest.mark.compile
 
 
 @pytest.fixture
-def compile_counts() -> Iterator[dict[str, CompileCounter]]:
+def compile_counts() -> Iterator[dict[str, CompileCounterWithBackend]]:
     """Patch ``torch.compile`` so each compiled function gets its own ``CompileCounter``
     backend (keyed by the function's name, which is per criterion); every other argument
     (fullgraph, dynamic) is the library's own."""
     real = torch.compile
-    made: dict[str, CompileCounter] = {}
+    made: dict[str, CompileCounterWithBackend] = {}
 
     def counted(fn: Any, **kwargs: Any) -> Any:
         assert "backend" not in kwargs
-        made[fn.__name__] = CompileCounter()
+        made[fn.__name__] = CompileCounterWithBackend("aot_eager")
         return real(fn, backend=made[fn.__name__], **kwargs)
 
     counters.clear()
@@ -67,7 +68,7 @@ def _batch(mode: str, n: int, C: int, size: tuple[int, ...], requires_grad: bool
     ],
 )
 def test_train_loop_with_short_last_batch_and_validation_compiles_at_most_twice(
-    compile_counts: dict[str, CompileCounter], spec: str, mode: str, C: int,
+    compile_counts: dict[str, CompileCounterWithBackend], spec: str, mode: str, C: int,
     train_size: tuple[int, ...], val_size: tuple[int, ...],
 ) -> None:
     crit = build_loss(spec, mode=mode, compile=True)
@@ -93,7 +94,7 @@ def test_train_loop_with_short_last_batch_and_validation_compiles_at_most_twice(
     assert not counters["graph_break"], dict(counters["graph_break"])
 
 
-def test_a_new_hyperparameter_is_a_new_loss_never_a_recompile(compile_counts: dict[str, CompileCounter]) -> None:
+def test_a_new_hyperparameter_is_a_new_loss_never_a_recompile(compile_counts: dict[str, CompileCounterWithBackend]) -> None:
     a = build_loss("focal(gamma=2) + dice", compile=True)
     b = build_loss("focal(gamma=3) + dice", compile=True)
     # each criterion traces its own code object, so dynamo keeps one cache per criterion
@@ -126,7 +127,7 @@ def _all_losses(mode: str) -> str:
 
 @pytest.mark.parametrize("mode", ["binary", "multiclass", "multilabel"])
 def test_every_loss_compiles_into_one_graph_without_a_break(
-    compile_counts: dict[str, CompileCounter], mode: str
+    compile_counts: dict[str, CompileCounterWithBackend], mode: str
 ) -> None:
     """One composite of every registered 2D loss of the mode: one graph, forward and backward."""
     spec = _all_losses(mode)
@@ -193,7 +194,7 @@ def test_no_cxx_compiler_gives_one_warning_and_eager_results(tmp_path: Any) -> N
     assert out["uses_compile"] is False
 
 
-def test_per_term_gradients_with_retain_graph_work_across_shapes(compile_counts: dict[str, CompileCounter]) -> None:
+def test_per_term_gradients_with_retain_graph_work_across_shapes(compile_counts: dict[str, CompileCounterWithBackend]) -> None:
     """Dynamic sizes compile the backward ahead of time; ``retain_graph=True`` must still work."""
     crit = build_loss("bce+dice", compile=True)
     ref = build_loss("bce+dice", compile=False)

@@ -16,6 +16,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from .._compile import saves_softplus
 from .._composite import CompositeLoss, build_loss
 from .._errors import SeglossError
 from .._peers import NO_COVER, Peer, PeerPlan, by_library, cover, list_peers, missing_modules
@@ -64,6 +65,13 @@ def our_candidates(cfg: BenchConfig, target: Tensor) -> tuple[list[Candidate], C
                               **{"check_inputs": "never", **cfg.loss_kwargs})
             cands.append(Candidate(f"{OURS} compiled {crit.spec} ({UNCHECKED})", OURS, crit, target, True,
                                    note="no value checks: what a peer does"))
+        if cfg.save_policies and cfg.compiled:
+            crit = build_loss(spec, mode=cast(Any, cfg.mode), compile=True, **cfg.loss_kwargs)
+            default = "save" if saves_softplus(torch.device(cfg.device), "auto") else "recompute"
+            other = "recompute" if default == "save" else "save"
+            crit.set_save_policy(other)
+            cands.append(Candidate(f"{OURS} compiled {crit.spec} (save_policy={other})", OURS, crit, target, True,
+                                   note=f"this device's default: {default}"))
     if main is None:
         raise SeglossError("bench: nothing to measure (both --no-eager and --no-compiled)")
     return cands, main

@@ -20,7 +20,9 @@ class BenchConfig:
 
     ``peers``: time the peers the plugins register (``register_peers``); ``libraries``: only these
     peer libraries (None: all); ``compiled_peers``: also each peer wrapped in ``torch.compile``;
-    ``unchecked``: also ours compiled with ``check_inputs="never"`` (the peers check nothing).
+    ``unchecked``: also ours compiled with ``check_inputs="never"`` (the peers check nothing);
+    ``save_policies``: also ours compiled with the save policy that the device does not use by default
+    (``CompositeLoss.set_save_policy``: what keeping ``log1p`` for the backward gains and costs).
     """
 
     spec: str
@@ -41,6 +43,7 @@ class BenchConfig:
     compiled_peers: bool = True
     libraries: tuple[str, ...] | None = None
     unchecked: bool = False  # also ours compiled with check_inputs="never": what the every-call value checks cost
+    save_policies: bool = False  # also ours compiled with the other save policy (save vs recompute)
 
 
 def numel(shape: tuple[int, ...] | list[int]) -> int:

@@ -209,7 +209,7 @@ def scaling(name: str, cfg: BenchConfig, shapes: Sequence[tuple[int, ...]], log:
 
 # -- suites -----------------------------------------------------------------------------------------
 _ROW_KEYS = ("name", "spec", "mode", "shape", "dtype", "dtypes", "also", "libraries", "compiled_peers", "per_term",
-             "loss", "steps", "warmup", "eager", "compiled", "peers", "unchecked")
+             "loss", "steps", "warmup", "eager", "compiled", "peers", "unchecked", "save_policies")
 _SCALING_KEYS = ("name", "spec", "mode", "shapes", "dtype", "libraries", "compiled_peers", "loss", "steps", "warmup",
                  "eager", "compiled")
 _TOP_KEYS = ("description", "time_limit_s", "defaults", "row", "scaling")
@@ -284,7 +284,8 @@ def _cfg(entry: dict[str, Any], defaults: dict[str, Any], over: dict[str, Any], 
          ) -> BenchConfig:
     merged = {**defaults, **entry}
     kw: dict[str, Any] = {k: merged[k] for k in ("mode", "steps", "warmup", "eager", "compiled", "peers",
-                                                 "compiled_peers", "device", "unchecked") if k in merged}
+                                                 "compiled_peers", "device", "unchecked", "save_policies")
+                                if k in merged}
     kw.update({k: v for k, v in over.items() if v is not None and k != "shrink"})
     if "libraries" in merged:
         kw["libraries"] = tuple(merged["libraries"])

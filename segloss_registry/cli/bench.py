@@ -38,6 +38,9 @@ def add_parser(sub: Any) -> None:
                    help="also time each peer wrapped in torch.compile, as a user would (default on)")
     p.add_argument("--unchecked", action="store_true",
                    help="also time ours compiled with check_inputs='never' (what the every-call value checks cost)")
+    p.add_argument("--save-policies", action="store_true",
+                   help="also time ours compiled with the other save policy (CPU default: keep log1p for the "
+                        "backward; accelerators: recompute it); the rows give time and peak memory of both")
     p.add_argument("--library", action="append", default=None, metavar="LIB",
                    help="only this peer library (repeatable), e.g. --library MONAI")
     p.add_argument("--list-peers", action="store_true", help="list the registered peers and exit")
@@ -146,7 +149,7 @@ def _config(args: argparse.Namespace) -> Any:
         warmup=sc.warmup, peers=args.peers, also=tuple(args.also), eager=args.eager, compiled=args.compiled,
         loss_kwargs=sc.loss_kwargs, progress=not args.no_progress and not args.json, name=sc.name,
         compiled_peers=args.compiled_peers, libraries=tuple(args.library) if args.library else None,
-        unchecked=args.unchecked,
+        unchecked=args.unchecked, save_policies=args.save_policies,
     )
     return cfg
 
