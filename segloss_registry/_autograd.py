@@ -30,7 +30,47 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Sigmoid", "LogSigmoid", "BCEElements", "FocalElements", "RegionSums", "focal_modulator"]
+__all__ = ["Sigmoid", "LogSigmoid", "BCEElements", "FocalElements", "RegionSums", "focal_modulator", "chunked", "CHUNK"]
+
+
+CHUNK = 1 << 18
+"""Elements per slice of the CPU's chunked passes (1 MiB of float32: every temporary of a
+Function's formula then stays in the core's cache, and none is the size of the logits)."""
+
+
+def _flat(t: Tensor, n: int) -> Tensor | None:
+    """``t`` as a flat view of ``n`` elements, as one element when it broadcasts a single value
+    (a mean's gradient is an expanded scalar), or None when it can do neither."""
+    if t.numel() == n and t.is_contiguous():
+        return t.view(-1)
+    if t.numel() == 1 or all(st == 0 for st in t.stride()):
+        return t.as_strided((1,), (1,))
+    return None
+
+
+def chunked(fn: Any, outputs: int, like: Tensor, *args: Any) -> Any:
+    """``fn(*args)`` computed slice by slice of ``CHUNK`` elements into fresh outputs shaped like ``like``.
+
+    On the CPU, for tensors of ``like``'s size that are contiguous (others broadcast a single
+    value, or are not tensors): the same values as ``fn(*args)`` (elementwise formulas), with
+    the formula's temporaries a slice long instead of a full-size tensor each, and read from
+    cache instead of memory. Anything else (an accelerator, a per-channel tensor, a small input)
+    runs ``fn(*args)`` as it is. ``fn`` returns one tensor (``outputs == 1``) or a tuple.
+    """
+    n = like.numel()
+    flats = [_flat(a, n) if isinstance(a, Tensor) else a for a in args]
+    if like.device.type != "cpu" or n <= 2 * CHUNK or any(
+        isinstance(a, Tensor) and f is None for a, f in zip(args, flats)
+    ):
+        return fn(*args)
+    outs = [torch.empty(n, dtype=like.dtype, device=like.device) for _ in range(outputs)]
+    for start in range(0, n, CHUNK):
+        part = [f[start:start + CHUNK] if isinstance(f, Tensor) and f.numel() == n else f for f in flats]
+        res = fn(*part)
+        for o, r in zip(outs, res if outputs > 1 else (res,)):
+            o[start:start + CHUNK].copy_(r)
+    shaped = tuple(o.view(like.shape) for o in outs)
+    return shaped if outputs > 1 else shaped[0]
 
 
 def _first_order() -> None:
@@ -42,15 +82,31 @@ def _first_order() -> None:
         )
 
 
+def _sigmoid_lse(x: Tensor) -> tuple[Tensor, Tensor]:
+    e = torch.exp(x.abs().neg_())  # exp(-|x|), in place on a fresh buffer
+    lse = torch.log1p(e)
+    p = torch.where(x >= 0, 1.0, e).div_(e.add_(1))  # (1 or e) / (1 + e)
+    return p, lse
+
+
+def _sigmoid_grad(p: Tensor, g: Tensor) -> Tensor:
+    return (1 - p).mul_(p).mul_(g)  # g p (1 - p)
+
+
+def _bce(x: Tensor, t: Tensor, lse: Tensor) -> Tensor:
+    return torch.addcmul(lse, t, x, value=-1.0).add_(torch.clamp(x, min=0))
+
+
+def _bce_grad(p: Tensor, t: Tensor, g: Tensor) -> Tensor:
+    return (p - t).mul_(g)
+
+
 class Sigmoid(torch.autograd.Function):
     """``x -> (sigmoid(x), log1p(exp(-|x|)))`` from one exp and one log1p; only ``p`` is differentiable."""
 
     @staticmethod
     def forward(x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override, unused-ignore]
-        e = torch.exp(x.abs().neg_())  # exp(-|x|), in place on a fresh buffer
-        lse = torch.log1p(e)
-        p = torch.where(x >= 0, 1.0, e).div_(e.add_(1))  # (1 or e) / (1 + e)
-        return p, lse
+        return chunked(_sigmoid_lse, 2, x, x)  # type: ignore[no-any-return]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Tensor], output: tuple[Tensor, Tensor]) -> None:
@@ -64,7 +120,7 @@ class Sigmoid(torch.autograd.Function):
         if g_p is None:
             return None
         (p,) = ctx.saved_tensors
-        out: Tensor = (1 - p).mul_(p).mul_(g_p)  # g p (1 - p)
+        out: Tensor = chunked(_sigmoid_grad, 1, p, p, g_p)
         return out
 
 
@@ -95,7 +151,7 @@ class BCEElements(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, t: Tensor, p: Tensor, lse: Tensor) -> Tensor:  # type: ignore[override, unused-ignore]
-        return torch.addcmul(lse, t, x, value=-1.0).add_(torch.clamp(x, min=0))
+        return chunked(_bce, 1, x, x, t, lse)  # type: ignore[no-any-return]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor, Tensor], output: Tensor) -> None:
@@ -105,7 +161,7 @@ class BCEElements(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override, unused-ignore]
         _first_order()
         t, p = ctx.saved_tensors
-        return (p - t).mul_(g), None, None, None
+        return chunked(_bce_grad, 1, p, p, t, g), None, None, None
 
 
 def focal_modulator(u: Tensor, gamma: float) -> tuple[Tensor, Tensor | None]:
@@ -123,6 +179,41 @@ def focal_modulator(u: Tensor, gamma: float) -> tuple[Tensor, Tensor | None]:
     return mod, d.masked_fill(u < lo, 0.0)  # out of place: also traced into compiled graphs
 
 
+def _focal(x: Tensor, t: Tensor, p: Tensor, lse: Tensor, gamma: float, alpha: float | Tensor | None) -> Tensor:
+    bce = _bce(x, t, lse)
+    if gamma > 0:
+        u = torch.addcmul(t, p, 1 - 2 * t)
+        bce = bce.mul_(focal_modulator(u, gamma)[0])
+    if alpha is not None:
+        bce = bce.mul_(t * (2 * alpha - 1) + (1 - alpha))
+    return bce
+
+
+def _focal_grad(x: Tensor, t: Tensor, p: Tensor, lse: Tensor, g: Tensor, gamma: float,
+                alpha: float | Tensor | None) -> Tensor:
+    grad = p - t  # d bce / dx; the buffers below are reused in place
+    if gamma > 0:
+        one_m2t = (-2 * t).add_(1)
+        u = torch.addcmul(t, p, one_m2t)
+        mod, dmod = (None, u) if gamma == 2.0 else focal_modulator(u, gamma)  # gamma 2: u^2 and 2u in place
+        side = None
+        if dmod is not None:  # bce dmod (1 - 2t) p (1 - p), in the buffer of the recomputed bce
+            side = _bce(x, t, lse)
+            side.mul_(dmod).mul_(one_m2t).mul_(p)
+            side.mul_(one_m2t.copy_(p).neg_().add_(1))  # one_m2t's buffer now holds 1 - p
+            if gamma == 2.0:
+                side.mul_(2)
+        if mod is None:
+            grad.mul_(u).mul_(u)
+        else:
+            grad.mul_(mod)
+        if side is not None:
+            grad.add_(side)
+    if alpha is not None:
+        grad.mul_(torch.mul(t, 2 * alpha - 1).add_(1 - alpha))
+    return grad.mul_(g)
+
+
 class FocalElements(torch.autograd.Function):
     """Per-element binary focal loss ``a_t u^gamma bce``, ``u = p + t - 2 p t``, ``a_t = a t + (1 - a)(1 - t)``.
 
@@ -132,13 +223,7 @@ class FocalElements(torch.autograd.Function):
     @staticmethod
     def forward(x: Tensor, t: Tensor, p: Tensor, lse: Tensor, gamma: float,  # type: ignore[override, unused-ignore]
                 alpha: float | Tensor | None) -> Tensor:
-        bce = torch.addcmul(lse, t, x, value=-1.0).add_(torch.clamp(x, min=0))
-        if gamma > 0:
-            u = torch.addcmul(t, p, 1 - 2 * t)
-            bce = bce.mul_(focal_modulator(u, gamma)[0])
-        if alpha is not None:
-            bce = bce.mul_(t * (2 * alpha - 1) + (1 - alpha))
-        return bce
+        return chunked(_focal, 1, x, x, t, p, lse, gamma, alpha)  # type: ignore[no-any-return]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -150,28 +235,29 @@ class FocalElements(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None, None, None]:  # type: ignore[override, unused-ignore]
         _first_order()
         x, t, p, lse = ctx.saved_tensors
-        gamma, alpha = ctx.gamma, ctx.alpha
-        grad = p - t  # d bce / dx; the buffers below are reused in place (the backward is the peak)
-        if gamma > 0:
-            one_m2t = (-2 * t).add_(1)
-            u = torch.addcmul(t, p, one_m2t)
-            mod, dmod = (None, u) if gamma == 2.0 else focal_modulator(u, gamma)  # gamma 2: u^2 and 2u in place
-            side = None
-            if dmod is not None:  # bce dmod (1 - 2t) p (1 - p), in the buffer of the recomputed bce
-                side = torch.addcmul(lse, t, x, value=-1.0).add_(torch.clamp(x, min=0))
-                side.mul_(dmod).mul_(one_m2t).mul_(p)
-                side.mul_(one_m2t.copy_(p).neg_().add_(1))  # one_m2t's buffer now holds 1 - p
-                if gamma == 2.0:
-                    side.mul_(2)
-            if mod is None:
-                grad.mul_(u).mul_(u)
-            else:
-                grad.mul_(mod)
-            if side is not None:
-                grad.add_(side)
-        if alpha is not None:
-            grad.mul_(torch.mul(t, 2 * alpha - 1).add_(1 - alpha))
-        return grad.mul_(g), None, None, None, None, None
+        return chunked(_focal_grad, 1, x, x, t, p, lse, g, ctx.gamma, ctx.alpha), None, None, None, None, None
+
+
+def _one_sum(p: Tensor, t: Tensor, dims: tuple[int, ...]) -> bool:
+    """Whether ``dims`` reduce contiguous CPU ``p`` and ``t`` of one shape to one value per class, C = 1."""
+    return (p.device.type == "cpu" and p.shape == t.shape and p.dim() > 1 and p.shape[1] == 1
+            and set(dims) == set(range(p.dim())) - {1} and p.is_contiguous() and t.is_contiguous()
+            and p.numel() > 2 * CHUNK)
+
+
+def _chunked_soft_sums(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(sum min(p, t), sum p, sum t)`` of one class, shape (1,), slice by slice (no full-size ``min``)."""
+    fp, ft = p.view(-1), t.view(-1)
+    inter = torch.zeros((), dtype=p.dtype, device=p.device)
+    for start in range(0, fp.numel(), CHUNK):
+        inter += torch.minimum(fp[start:start + CHUNK], ft[start:start + CHUNK]).sum()
+    return inter.reshape(1), fp.sum().reshape(1), ft.sum().reshape(1)
+
+
+def _soft_region_grad(p: Tensor, t: Tensor, gi: Tensor, gp: Tensor | None) -> Tensor:
+    # d min(p, t)/dp: 1 where p < t, 1/2 where p == t, 0 where p > t
+    grad = torch.where(p < t, gi, torch.where(p == t, gi * 0.5, torch.zeros_like(gi)))
+    return grad if gp is None else grad.add_(gp)
 
 
 class RegionSums(torch.autograd.Function):
@@ -185,6 +271,8 @@ class RegionSums(torch.autograd.Function):
     @staticmethod
     def forward(p: Tensor, t: Tensor, w: Tensor | None, dims: tuple[int, ...],  # type: ignore[override, unused-ignore]
                 soft: bool, weigh_t: bool) -> tuple[Tensor, Tensor, Tensor]:
+        if w is None and soft and _one_sum(p, t, dims):  # one class summed over everything: by slices
+            return _chunked_soft_sums(p, t)
         pw = p if w is None else p * w
         tw = t * w if weigh_t and w is not None else t
         inter = torch.minimum(pw, tw) if soft else pw * t
@@ -214,6 +302,9 @@ class RegionSums(torch.autograd.Function):
             return g.reshape(view)
 
         grad: Tensor
+        if g_i is not None and w is None and ctx.soft and _one_sum(p, t, dims):  # by slices, as the forward
+            return (chunked(_soft_region_grad, 1, p, p, t, expand(g_i), None if g_p is None else expand(g_p)),
+                    None, None, None, None, None)
         if g_i is not None:
             gi = expand(g_i)
             if ctx.soft:

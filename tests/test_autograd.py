@@ -271,3 +271,43 @@ def test_soft_minimum_equals_torch_minimum_with_the_same_gradient():
     ea, eb = torch.autograd.grad(torch.minimum(ra, rb).sum(), (ra, rb))
     assert torch.equal(ga, ea) and torch.equal(gb, eb)
     assert (ga[:1000] == 0.5).all()
+
+
+@pytest.mark.parametrize("spec", ["bce+dice+focal", "focal(gamma=1.5, alpha=0.25)+dice", "focal(gamma=0.5)+iou",
+                                  "bce+tversky"])
+def test_chunked_eager_passes_equal_the_plain_formulas(spec):
+    """Inputs larger than two slices (``_autograd.CHUNK``) and not a multiple of one take the
+    chunked CPU passes; they must give the values and gradients of the plain formulas (the
+    compiled path's code, run eagerly with ``is_compiling`` forced) in float64."""
+    import segloss_registry._inputs as inputs_mod
+
+    n = 2 * ag.CHUNK + 1234
+    g = torch.Generator().manual_seed(5)
+    x = (4 * torch.randn(1, 1, n, generator=g, dtype=torch.float64)).requires_grad_()
+    t = (torch.rand(1, 1, n, generator=g) > 0.7).double()
+    t[0, 0, :100] = torch.rand(100, generator=g, dtype=torch.float64)  # soft values and ties
+    t[0, 0, 100:110] = 0.5
+    with torch.no_grad():
+        x[0, 0, 100:110] = 0.0  # p == t == 0.5: the tie of the soft intersection
+    crit = build_loss(spec, compile=False)
+    calls = []
+    real = ag.chunked
+
+    def spy(fn, outputs, like, *args):
+        calls.append(like.numel())
+        return real(fn, outputs, like, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ag, "chunked", spy)
+        v1 = crit(x, t)
+        g1 = torch.autograd.grad(v1, x)[0]
+    assert calls and all(c == n for c in calls)  # the chunked passes ran
+    orig = inputs_mod.is_compiling
+    inputs_mod.is_compiling = lambda: True
+    try:
+        v2 = crit(x, t)
+        g2 = torch.autograd.grad(v2, x)[0]
+    finally:
+        inputs_mod.is_compiling = orig
+    torch.testing.assert_close(v1, v2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-15)
