@@ -66,7 +66,7 @@ def widen(target: Tensor) -> Tensor:
     return target.to(torch.int32) if target.dtype in _NARROW else target
 
 
-def _ids_form(logits: Tensor, target: Tensor, mode: str) -> bool:
+def ids_form(logits: Tensor, target: Tensor, mode: str) -> bool:
     """Multiclass targets holding class ids (integer, or float ids of shape (N, *S) / (N, 1, *S))."""
     return mode == "multiclass" and (not target.is_floating_point() or tuple(target.shape) != tuple(logits.shape))
 
@@ -82,7 +82,7 @@ def value_counts(logits: Tensor, target: Tensor, mask: Tensor | None, mode: str,
         counts = dict.fromkeys(CHECKS, zero)
         counts["nan_logits"] = torch.isnan(x).sum()
         counts["inf_logits"] = torch.isinf(x).sum()
-        if _ids_form(x, t, mode):
+        if ids_form(x, t, mode):
             C = x.shape[1]
             counts["ids"] = (valid & ((t < 0) | (t >= C))).sum()
             if t.is_floating_point():
@@ -131,7 +131,7 @@ def value_flags(logits: Tensor, target: Tensor, mask: Tensor | None, mode: str, 
         tv = t if valid is None else torch.where(valid, t, torch.zeros_like(t))
         lo, hi = torch.aminmax(tv)
         flags["target_lo"], flags["target_hi"] = lo.to(f64), hi.to(f64)
-        ids = _ids_form(x, t, mode)
+        ids = ids_form(x, t, mode)
         if ids and t.is_floating_point():
             flags["fraction"] = (tv - torch.floor(tv)).abs().amax().to(f64)
         if mode == "multiclass" and not ids:
@@ -160,11 +160,6 @@ def flags_bad(flags: list[float], mode: str, classes: int, from_logits: bool, id
     if f["target_lo"] < 0 or f["target_hi"] > upper or f["fraction"] > 0:
         return True
     return f["onehot"] > 1e-3 or f["mask_lo"] < 0
-
-
-def ids_form(logits: Tensor, target: Tensor, mode: str) -> bool:
-    """Multiclass targets holding class ids (integer, or float ids of shape (N, *S) / (N, 1, *S))."""
-    return _ids_form(logits, target, mode)
 
 
 def _where(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:

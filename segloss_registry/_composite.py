@@ -108,8 +108,8 @@ class CompositeLoss(nn.Module):
         self.last_terms: dict[str, Tensor] = {}
         self._dims = set.intersection(*(set(t.info.dims) for t in self.terms))
         self._global_sync = any(getattr(t.params, "sync", "local") == "global" for t in self.terms)
-        # the terms with a per-class list to check against C at call time
         self._save_policy = "auto"
+        # the terms with a per-class list to check against C at call time
         self._per_class = tuple(
             t for t in self.terms
             if any(isinstance(getattr(t.params, name, None), list) for name in per_class_fields(type(t.params)))

@@ -225,6 +225,17 @@ def test_eager_losses_gradcheck(spec, masking):
     assert torch.autograd.gradcheck(lambda z: crit(z, t, mask=mask), (x,))
 
 
+def _with_plain_formulas(crit, x, t):
+    """The criterion's value and gradient through the plain formulas (the compiled path's code, run
+    eagerly with ``is_compiling`` forced), not the eager Functions."""
+    import segloss_registry._inputs as inputs_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(inputs_mod, "is_compiling", lambda: True)
+        v = crit(x, t)
+        return v, torch.autograd.grad(v, x)[0]
+
+
 @pytest.mark.parametrize("spec", ["bce+dice+focal", "focal+iou"])
 def test_eager_equals_plain_autograd_at_extreme_logits(spec):
     """The eager Functions against the same losses traced as plain formulas (the compiled path's
@@ -234,15 +245,7 @@ def test_eager_equals_plain_autograd_at_extreme_logits(spec):
     crit = build_loss(spec, compile=False)
     v1 = crit(x, t)
     g1 = torch.autograd.grad(v1, x)[0]
-    import segloss_registry._inputs as inputs_mod
-
-    orig = inputs_mod.is_compiling
-    inputs_mod.is_compiling = lambda: True
-    try:
-        v2 = crit(x, t)
-        g2 = torch.autograd.grad(v2, x)[0]
-    finally:
-        inputs_mod.is_compiling = orig
+    v2, g2 = _with_plain_formulas(crit, x, t)
     _close(v1, v2)
     _close(g1, g2)
     assert torch.isfinite(g1).all()
@@ -279,8 +282,6 @@ def test_chunked_eager_passes_equal_the_plain_formulas(spec):
     """Inputs larger than two slices (``_autograd.CHUNK``) and not a multiple of one take the
     chunked CPU passes; they must give the values and gradients of the plain formulas (the
     compiled path's code, run eagerly with ``is_compiling`` forced) in float64."""
-    import segloss_registry._inputs as inputs_mod
-
     n = 2 * ag.CHUNK + 1234
     g = torch.Generator().manual_seed(5)
     x = (4 * torch.randn(1, 1, n, generator=g, dtype=torch.float64)).requires_grad_()
@@ -302,12 +303,6 @@ def test_chunked_eager_passes_equal_the_plain_formulas(spec):
         v1 = crit(x, t)
         g1 = torch.autograd.grad(v1, x)[0]
     assert calls and all(c == n for c in calls)  # the chunked passes ran
-    orig = inputs_mod.is_compiling
-    inputs_mod.is_compiling = lambda: True
-    try:
-        v2 = crit(x, t)
-        g2 = torch.autograd.grad(v2, x)[0]
-    finally:
-        inputs_mod.is_compiling = orig
+    v2, g2 = _with_plain_formulas(crit, x, t)
     torch.testing.assert_close(v1, v2, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-15)
