@@ -268,6 +268,7 @@ class Inputs:
         self._eager_act: list[Tensor | None] = [None, None, None]
         self._bce: Tensor | None = None
         self._sig: tuple[Tensor, Tensor] | None = None
+        self._lg: tuple[Tensor | None, _ag.EagerLogits] | None = None  # the eager Functions' one gradient buffer
         self._stats: dict[tuple[bool, str], tuple[Tensor, Tensor, Tensor]] = {}
         self._shared: dict[Any, Any] = {}
 
@@ -298,10 +299,22 @@ class Inputs:
         partitioner makes (see ``_compile.save_policy``)."""
         return self.from_logits and self.mode != "multiclass" and not is_compiling()
 
+    def _eager_softmax(self) -> bool:
+        """Whether ``_autograd.Softmax`` serves this call: eager multiclass from logits."""
+        return self.from_logits and self.mode == "multiclass" and not is_compiling()
+
+    def _eager_logits(self) -> tuple[Tensor | None, _ag.EagerLogits]:
+        """The anchor every eager Function of this call takes, and the logits with the buffer their
+        gradient is gathered in (``_autograd.EagerLogits``), once per call."""
+        if self._lg is None:
+            lg = _ag.EagerLogits(self.logits)
+            self._lg = (lg.anchor(), lg)
+        return self._lg
+
     def _sigmoid(self) -> tuple[Tensor, Tensor]:
         """(p, lse = log1p(exp(-|x|))), once per call; eager sigmoid modes from logits."""
         if self._sig is None:
-            self._sig = _ag.Sigmoid.apply(self.logits)  # type: ignore[no-untyped-call, unused-ignore]
+            self._sig = _ag.Sigmoid.apply(*self._eager_logits())  # type: ignore[no-untyped-call, unused-ignore]
             self._eager_act[0] = self._sig[0]
         return self._sig
 
@@ -309,7 +322,9 @@ class Inputs:
         if self._act is None:
             x = self.logits
             if self.mode == "multiclass":
-                if self.from_logits:
+                if self._eager_softmax():  # the gradient into the call's one buffer
+                    p, log_p = _ag.Softmax.apply(*self._eager_logits())  # type: ignore[no-untyped-call, unused-ignore]
+                elif self.from_logits:
                     log_p = F.log_softmax(x, dim=1)
                     p = log_p.exp()
                 else:
@@ -324,7 +339,7 @@ class Inputs:
     def _log_sigmoid(self, sign: int) -> Tensor:
         if self._eager_act[1 if sign > 0 else 2] is None:
             p, lse = self._sigmoid()
-            self._eager_act[1 if sign > 0 else 2] = _ag.LogSigmoid.apply(self.logits, p.detach(), lse, sign)  # type: ignore[no-untyped-call, unused-ignore]
+            self._eager_act[1 if sign > 0 else 2] = _ag.LogSigmoid.apply(*self._eager_logits(), p.detach(), lse, sign)  # type: ignore[no-untyped-call, unused-ignore]
         out = self._eager_act[1 if sign > 0 else 2]
         assert out is not None
         return out
@@ -356,15 +371,16 @@ class Inputs:
     def bce_elements(self) -> Tensor:
         """Per-element BCE ``-(t log p + (1 - t) log(1 - p))`` (N, C, *S), sigmoid modes only.
 
-        Computed once per call and shared by the terms that need it (bce, focal), so an eager
-        composite does not repeat these passes over the data.
+        Compiled and from probabilities: computed once per call and shared by the terms that need
+        it. Eager from logits: one fresh pass per call from the shared ``p`` and ``lse`` (no
+        transcendental op), so that no full-size tensor outlives the term that asked for it.
         """
+        t = self.target
+        if self._eager_functions():
+            p, lse = self._sigmoid()
+            return _ag.BCEElements.apply(*self._eager_logits(), t, p.detach(), lse)  # type: ignore[no-untyped-call, no-any-return, unused-ignore]
         if self._bce is None:
-            t = self.target
-            if self._eager_functions():
-                p, lse = self._sigmoid()
-                self._bce = _ag.BCEElements.apply(self.logits, t, p.detach(), lse)  # type: ignore[no-untyped-call, unused-ignore]
-            elif self.from_logits:  # log p - log(1 - p) = x: softplus(x) - t x, one pass
+            if self.from_logits:  # log p - log(1 - p) = x: softplus(x) - t x, one pass
                 self._bce = torch.addcmul(-self.log1m_prob, t, self.logits, value=-1.0)
             else:
                 self._bce = -(t * self.log_prob + (1 - t) * self.log1m_prob)
@@ -390,7 +406,7 @@ class Inputs:
             a = torch.tensor(alpha, dtype=t.dtype, device=t.device).view(1, -1, *([1] * (t.dim() - 2)))
         if self._eager_functions():
             p, lse = self._sigmoid()
-            return _ag.FocalElements.apply(self.logits, t, p.detach(), lse, float(gamma), a)  # type: ignore[no-untyped-call, no-any-return, unused-ignore]
+            return _ag.FocalElements.apply(*self._eager_logits(), t, p.detach(), lse, float(gamma), a)  # type: ignore[no-untyped-call, no-any-return, unused-ignore]
         loss = self.bce_elements()
         if gamma > 0:
             loss = loss * _ag.focal_modulator(torch.addcmul(t, self.prob, 1 - 2 * t), gamma)[0]
@@ -404,8 +420,8 @@ class Inputs:
 
     def pixel_mean(self, loss: Tensor) -> Tensor:
         """Mean of a per-element loss (N, K, *S) over the valid elements; 0 when none is valid."""
-        if self.mask is None:
-            return loss.mean()
+        if self.mask is None:  # the sum, then the division: ``mean``'s backward would divide a full-size
+            return loss.sum() / loss.numel()  # gradient, the sum's is a broadcast view (same value on the CPU)
         m = self.mask.expand_as(loss) if self.mask.shape != loss.shape else self.mask
         count = m.sum()
         return (loss * m).sum() / torch.where(count > 0, count, torch.ones_like(count))
@@ -441,7 +457,12 @@ class Inputs:
                 # of Wang & Blaschko 2023 (MONAI's soft_label=True), whose minimum is at p = t
                 if not is_compiling():  # eager: the backward is a broadcast (``_autograd.RegionSums``)
                     dims = self.spatial_dims if per_image else (0, *self.spatial_dims)
-                    local = _ag.RegionSums.apply(self.prob, t, self.mask, dims, not self.hard, not self.binary_mask)  # type: ignore[no-untyped-call, unused-ignore]
+                    soft, weigh_t = not self.hard, not self.binary_mask
+                    if self._eager_functions() or self._eager_softmax():  # the gradient into the one buffer
+                        local = _ag.RegionSums.apply(self.prob.detach(), t, self.mask, dims, soft, weigh_t,  # type: ignore[no-untyped-call, unused-ignore]
+                                                     *self._eager_logits())
+                    else:
+                        local = _ag.RegionSums.apply(self.prob, t, self.mask, dims, soft, weigh_t)  # type: ignore[no-untyped-call, unused-ignore]
                 else:
                     p = self.masked(self.prob)
                     tw = t if self.binary_mask else self.masked(t)

@@ -42,14 +42,17 @@ def _close(a, b):
 
 
 def _sig(x):
-    return ag.Sigmoid.apply(x)
+    """(p, lse) of a fresh call, and the call's (anchor, logits) for the other Functions."""
+    lg = ag.EagerLogits(x)
+    al = (lg.anchor(), lg)
+    return (*ag.Sigmoid.apply(*al), al)
 
 
 # -- gradcheck of every Function ------------------------------------------------------------------
 def test_sigmoid_gradcheck_and_value():
     x = _x()
     assert torch.autograd.gradcheck(lambda z: _sig(z)[0], (x,))
-    p, lse = _sig(x)
+    p, lse, _ = _sig(x)
     _close(p, torch.sigmoid(x))
     _close(lse, torch.log1p(torch.exp(-x.abs())))
     assert not lse.requires_grad
@@ -61,8 +64,8 @@ def test_log_sigmoid(sign, extreme):
     x = _x(extreme=extreme)
 
     def ours(z):
-        p, lse = _sig(z)
-        return ag.LogSigmoid.apply(z, p.detach(), lse, sign)
+        p, lse, al = _sig(z)
+        return ag.LogSigmoid.apply(*al, p.detach(), lse, sign)
 
     plain = (lambda z: F.logsigmoid(z)) if sign > 0 else (lambda z: F.logsigmoid(-z))
     _close(ours(x), plain(x))
@@ -77,8 +80,8 @@ def test_bce_elements(soft, extreme):
     x, t = _x(extreme=extreme), _t(soft=soft)
 
     def ours(z):
-        p, lse = _sig(z)
-        return ag.BCEElements.apply(z, t, p.detach(), lse)
+        p, lse, al = _sig(z)
+        return ag.BCEElements.apply(*al, t, p.detach(), lse)
 
     def plain(z):
         return F.binary_cross_entropy_with_logits(z, t, reduction="none")
@@ -110,8 +113,8 @@ def test_focal_elements(gamma, alpha, soft):
     a = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64).view(1, 3, 1, 1) if alpha == "per-channel" else alpha
 
     def ours(z):
-        p, lse = _sig(z)
-        return ag.FocalElements.apply(z, t, p.detach(), lse, gamma, a)
+        p, lse, al = _sig(z)
+        return ag.FocalElements.apply(*al, t, p.detach(), lse, gamma, a)
 
     _close(ours(x), _plain_focal(x, t, gamma, a))
     w = torch.rand(shape, dtype=x.dtype)
@@ -121,8 +124,8 @@ def test_focal_elements(gamma, alpha, soft):
 
 def test_focal_elements_extreme_logits_finite():
     x, t = _x(extreme=True), _t()
-    p, lse = _sig(x)
-    out = ag.FocalElements.apply(x, t, p.detach(), lse, 2.0, 0.25)
+    p, lse, al = _sig(x)
+    out = ag.FocalElements.apply(*al, t, p.detach(), lse, 2.0, 0.25)
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
     x2 = x.detach().clone().requires_grad_(True)
@@ -139,7 +142,8 @@ def _plain_region(p, t, w, dims, soft, weigh_t):
 @pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("weights", [None, "binary", "float"])
 @pytest.mark.parametrize("dims", [(0, 2, 3), (2, 3)])
-def test_region_sums(soft, weights, dims):
+@pytest.mark.parametrize("to", ["p", "logits"])
+def test_region_sums(soft, weights, dims, to):
     shape = (2, 3, 4, 5)
     x, t = _x(shape), _t(shape, soft=True)
     g = torch.Generator().manual_seed(5)
@@ -152,7 +156,10 @@ def test_region_sums(soft, weights, dims):
     weigh_t = weights == "float"
 
     def ours(z):
-        return ag.RegionSums.apply(torch.sigmoid(z), t, w, dims, soft, weigh_t)
+        if to == "p":  # the gradient to p, and from there by autograd
+            return ag.RegionSums.apply(torch.sigmoid(z), t, w, dims, soft, weigh_t)
+        p, _, al = _sig(z)  # the gradient to the logits, through the call's one buffer
+        return ag.RegionSums.apply(p.detach(), t, w, dims, soft, weigh_t, *al)
 
     def plain(z):
         return _plain_region(torch.sigmoid(z), t, w, dims, soft, weigh_t)
@@ -175,10 +182,43 @@ def test_region_sums_only_p_used():
     _close(x.grad, (torch.sigmoid(x) * (1 - torch.sigmoid(x))).detach())
 
 
+def test_one_buffer_per_backward_pass_and_no_reference_cycle():
+    """The call's gradient buffer (``EagerLogits``) serves one backward pass: a second one
+    (``retain_graph=True``) gives the same gradient, not twice it; and the call's objects are
+    freed by reference counting alone (no cycle through the autograd graph keeps the logits)."""
+    import gc
+    import weakref
+
+    crit = build_loss("bce+dice+focal", compile=False)
+    x, t = _x((2, 1, 6, 6)), _t((2, 1, 6, 6))
+    loss = crit(x, t)
+    g1 = torch.autograd.grad(loss, x, retain_graph=True)[0]
+    g2 = torch.autograd.grad(loss, x)[0]
+    assert torch.equal(g1, g2)
+    _close(g1, _with_plain_formulas(crit, x, t)[1])
+    made = []
+    real_init = ag.EagerLogits.__init__
+
+    def spy(self, z):
+        real_init(self, z)
+        made.append(weakref.ref(self))
+
+    gc.disable()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ag.EagerLogits, "__init__", spy)
+            crit(x, t).backward()  # after a backward pass
+            loss = crit(x, t)  # and without one
+            del loss
+        assert len(made) == 2 and all(r() is None for r in made)
+    finally:
+        gc.enable()
+
+
 def test_double_backward_is_refused_clearly():
     x, t = _x(), _t()
-    p, lse = _sig(x)
-    loss = ag.BCEElements.apply(x, t, p.detach(), lse).sum()
+    p, lse, al = _sig(x)
+    loss = ag.BCEElements.apply(*al, t, p.detach(), lse).sum()
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(loss, x, create_graph=True)
 
@@ -306,3 +346,76 @@ def test_chunked_eager_passes_equal_the_plain_formulas(spec):
     v2, g2 = _with_plain_formulas(crit, x, t)
     torch.testing.assert_close(v1, v2, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-15)
+
+
+# -- multiclass: the eager softmax (``_autograd.Softmax``) and the one buffer --------------------------
+def _multiclass(shape=(2, 4, 5, 6), soft=False, seed=7):
+    g = torch.Generator().manual_seed(seed)
+    x = (3 * torch.randn(*shape, dtype=torch.float64, generator=g)).requires_grad_(True)
+    if soft:
+        t = torch.softmax(2 * torch.randn(*shape, dtype=torch.float64, generator=g), 1)
+    else:
+        t = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    return x, t
+
+
+def test_softmax_function_value_and_gradcheck():
+    x, _ = _multiclass()
+
+    def ours(z):
+        lg = ag.EagerLogits(z)
+        p, log_p = ag.Softmax.apply(lg.anchor(), lg)
+        return p, log_p
+
+    p, log_p = ours(x)
+    _close(p, torch.softmax(x, 1))
+    _close(log_p, torch.log_softmax(x, 1))
+    c1 = torch.rand(x.shape, dtype=x.dtype)
+    c2 = torch.rand(x.shape, dtype=x.dtype)
+
+    def scal(f):
+        return lambda z: (f(z)[0] * c1).sum() + (f(z)[1] * c2).sum() + f(z)[0][:, 1].sum() ** 2
+
+    _close(_grad(scal(ours), x), _grad(scal(lambda z: (torch.softmax(z, 1), torch.log_softmax(z, 1))), x))
+    assert torch.autograd.gradcheck(ours, (x,))
+
+
+@pytest.mark.parametrize("spec", ["ce+dice", "ce(label_smoothing=0.1)+dice(per_image=True)", "focal+iou",
+                                  "ce(class_weights=[1, 2, 0.5, 1])+tversky", "dice(include_background=False)"])
+@pytest.mark.parametrize("target", ["ids", "ignore", "soft"])
+def test_eager_multiclass_equals_plain_autograd(spec, target):
+    """Eager multiclass (``Softmax`` and ``RegionSums`` adding into one buffer) against the same
+    losses as plain formulas (``is_compiling`` forced), values and gradients in float64, and
+    gradcheck."""
+    x, t = _multiclass(soft=target == "soft")
+    kw = {"mode": "multiclass"}
+    if target == "ignore":
+        t = t.clone()
+        t.view(-1)[::5] = 255
+        kw["ignore_index"] = 255
+    crit = build_loss(spec, compile=False, **kw)
+    v1 = crit(x, t)
+    g1 = torch.autograd.grad(v1, x)[0]
+    v2, g2 = _with_plain_formulas(crit, x, t)
+    _close(v1, v2)
+    _close(g1, g2)
+    assert torch.autograd.gradcheck(lambda z: crit(z, t), (x,))
+
+
+def test_eager_multiclass_against_torch_cross_entropy_large():
+    """Past two slices, the eager ce+dice equals ``F.cross_entropy`` plus a Dice written here."""
+    g = torch.Generator().manual_seed(2)
+    n = 2 * ag.CHUNK + 321
+    x = torch.randn(1, 3, n, generator=g, dtype=torch.float64).requires_grad_()
+    t = torch.randint(0, 3, (1, n), generator=g)
+    crit = build_loss("ce+dice", compile=False, mode="multiclass")
+    v = crit(x, t)
+    gx = torch.autograd.grad(v, x)[0]
+    z = x.detach().clone().requires_grad_()
+    p = torch.softmax(z, 1)
+    oh = F.one_hot(t, 3).permute(0, 2, 1).double()
+    inter, ps, ts = (p * oh).sum((0, 2)), p.sum((0, 2)), oh.sum((0, 2))
+    want = F.cross_entropy(z, t) + (1 - (2 * inter + 1.0) / (ps + ts + 1.0)).mean()  # smooth = 1
+    want.backward()
+    _close(v, want)
+    _close(gx, z.grad)

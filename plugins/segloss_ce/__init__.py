@@ -65,7 +65,10 @@ def ce(inp: Inputs, params: CEParams) -> Tensor:
     ls = params.label_smoothing
     soft = t * (1 - ls) + ls / C if ls > 0 else t
     if params.class_weights is None:
-        return inp.pixel_mean(-(soft * inp.log_prob).sum(1, keepdim=True))
+        if inp.mask is None:  # every pixel counts: one sum over pixels and classes (no per-pixel tensor)
+            return -(soft * inp.log_prob).sum() / (t.numel() // C)
+        # the sign on the mean, not on the per-pixel sums (no full-size negation in the backward)
+        return -inp.pixel_mean((soft * inp.log_prob).sum(1, keepdim=True))
     cw = params.class_weights
     if inp.hard:  # the weighted mean does not depend on the scale: bring tiny weights to 1 on the host
         cw = [x / max(cw) for x in cw]
