@@ -434,7 +434,7 @@ def _soft_region_grad(p: Tensor, t: Tensor, gi: Tensor, gp: Tensor | None, throu
     # in float ops only (no bool mask, see ``_sigmoid_lse``); then ``through(p, grad)`` if given
     grad = (t - p).sign_().add_(1).mul_(gi * 0.5)
     grad = grad if gp is None else grad.add_(gp)
-    return grad if through is None else through(p, grad)  # type: ignore[no-any-return]
+    return grad if through is None else through(p, grad)
 
 
 class RegionSums(torch.autograd.Function):
