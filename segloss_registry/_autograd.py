@@ -21,6 +21,8 @@ hands the buffer over as the gradient of the logits.
 - ``FocalElements``: ``a_t u^gamma bce`` with ``u = 1 - p_t = p + t - 2 p t``; gradient
   ``a_t (gamma u^(gamma-1) (1 - 2t) p (1 - p) bce + u^gamma (p - t))``, ``bce`` recomputed
   from ``x``, ``t`` and ``lse`` (no transcendental op);
+- ``ElementSum``: ``sum(f m)`` of the BCE or focal elements ``f`` and a mask ``m``, with no
+  per-element tensor (the means of ``Inputs.bce_mean`` and ``Inputs.focal_mean``);
 - ``RegionSums``: ``(I, P, T)`` per class, ``I = sum(min(p w, t))`` (soft) or ``sum(p w t)``
   (hard); the backward is a broadcast, ``w (g_I dI + g_P)`` (times ``p (1 - p)`` into the
   buffer when ``p`` is the sigmoid of the call's logits).
@@ -38,8 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["EagerLogits", "Sigmoid", "Softmax", "LogSigmoid", "BCEElements", "FocalElements", "RegionSums",
-           "focal_modulator", "chunked", "CHUNK"]
+__all__ = ["EagerLogits", "Sigmoid", "Softmax", "LogSigmoid", "BCEElements", "FocalElements", "ElementSum",
+           "RegionSums", "focal_modulator", "chunked", "chunked_sum", "CHUNK"]
 
 
 CHUNK = 1 << 18
@@ -411,6 +413,59 @@ class FocalElements(torch.autograd.Function):
         t, p, lse = ctx.saved_tensors
         ctx.lg.add(_focal_grad, ctx.lg.x, t, p, lse, g, ctx.gamma, ctx.alpha)
         return _nothing(p), None, None, None, None, None, None
+
+
+_ELEMENTS: dict[str, tuple[Any, Any]] = {  # kind: (per-element formula, its gradient times g)
+    "bce": (lambda x, t, p, lse, *_: _bce(x, t, lse), lambda x, t, p, lse, g, *_: _bce_grad(p, t, g)),
+    "focal": (_focal, _focal_grad),
+}
+
+
+def _weighted(fn: Any, n_args: int) -> Any:
+    """``fn(*args) * m`` with ``m`` the argument after the first ``n_args`` (None: ``fn(*args)``)."""
+    def run(*a: Any) -> Tensor:
+        out: Tensor = fn(*a[:n_args], *a[n_args + 1:])
+        return out if a[n_args] is None else out.mul_(a[n_args])
+    return run
+
+
+def chunked_sum(fn: Any, like: Tensor, *args: Any) -> Tensor:
+    """``fn(*args).sum()`` (0-dim) slice by slice, as ``chunked``: no full-size tensor at all."""
+    flats = _plan(like, args)
+    if flats is None:
+        return fn(*args).sum()  # type: ignore[no-any-return]
+    return torch.stack([fn(*part).sum() for _, part in _slices(flats, like.numel())]).sum()
+
+
+class ElementSum(torch.autograd.Function):
+    """``sum(f(x) * m)`` of one of the per-element formulas (``kind``: ``"bce"``, ``"focal"``), a 0-dim
+    tensor, with no per-element tensor: ``ElementSum.apply(anchor, logits, kind, t, p, lse, m, gamma, alpha)``.
+
+    ``m``: None, or weights shaped like ``x`` or broadcasting to it (the mask); ``gamma``,
+    ``alpha`` as ``FocalElements`` (ignored for ``"bce"``). The backward adds
+    ``g f'(x) m`` into the call's buffer slice by slice. The sum of a mean then takes no pass of
+    its own, and the forward no buffer the size of the logits.
+    """
+
+    @staticmethod
+    def forward(anchor: Tensor | None, lg: _Lg, kind: str, t: Tensor, p: Tensor, lse: Tensor,  # type: ignore[override, unused-ignore]
+                m: Tensor | None, gamma: float, alpha: float | Tensor | None) -> Tensor:
+        fwd = _weighted(_ELEMENTS[kind][0], 4)
+        return chunked_sum(fwd, lg.x, lg.x, t, p, lse, m, gamma, alpha)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        _, lg, kind, t, p, lse, m, gamma, alpha = inputs
+        ctx.save_for_backward(t, p, lse, m)
+        ctx.lg, ctx.kind, ctx.gamma, ctx.alpha = lg, kind, gamma, alpha
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:  # type: ignore[override, unused-ignore]
+        _first_order()
+        t, p, lse, m = ctx.saved_tensors
+        grad = _weighted(_ELEMENTS[ctx.kind][1], 5)
+        ctx.lg.add(grad, ctx.lg.x, t, p, lse, g.reshape(1), m, ctx.gamma, ctx.alpha)
+        return (_nothing(p),) + (None,) * 8
 
 
 def _one_sum(p: Tensor, t: Tensor, dims: tuple[int, ...]) -> bool:

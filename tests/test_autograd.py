@@ -419,3 +419,56 @@ def test_eager_multiclass_against_torch_cross_entropy_large():
     want.backward()
     _close(v, want)
     _close(gx, z.grad)
+
+
+# -- ElementSum: the means of bce and focal without a per-element tensor --------------------------------
+@pytest.mark.parametrize("kind", ["bce", "focal"])
+@pytest.mark.parametrize("mask", [None, "same", "broadcast"])
+@pytest.mark.parametrize("alpha", [0.25, "per-channel"])
+def test_element_sum_against_plain_formulas(kind, mask, alpha):
+    """``sum(f m)`` equals the plain formula's masked sum, values and gradients, and passes gradcheck."""
+    shape = (2, 3, 4, 5)
+    x, t = _x(shape, extreme=True), _t(shape, soft=True)
+    g = torch.Generator().manual_seed(9)
+    m = None
+    if mask == "same":
+        m = torch.rand(shape, generator=g, dtype=torch.float64)
+    elif mask == "broadcast":
+        m = (torch.rand(2, 1, 4, 5, generator=g) > 0.3).double()
+    a = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64).view(1, 3, 1, 1) if alpha == "per-channel" else alpha
+
+    def ours(z):
+        p, lse, al = _sig(z)
+        return ag.ElementSum.apply(*al, kind, t, p.detach(), lse, m, 1.5, a)
+
+    def plain(z):
+        f = (F.binary_cross_entropy_with_logits(z, t, reduction="none") if kind == "bce"
+             else _plain_focal(z, t, 1.5, a))
+        return (f if m is None else f * m).sum()
+
+    _close(ours(x), plain(x))
+    _close(_grad(ours, x), _grad(plain, x))
+    assert torch.autograd.gradcheck(ours, (_x(shape),))
+
+
+@pytest.mark.parametrize("spec", ["bce", "focal", "focal(alpha=None, gamma=0.5)"])
+def test_element_means_past_two_slices_equal_the_plain_formulas(spec):
+    """``Inputs.bce_mean``/``focal_mean`` by slices (more than two, not a multiple) with a mask:
+    the value and gradient of the plain formulas (``is_compiling`` forced) in float64."""
+    n = 2 * ag.CHUNK + 999
+    g = torch.Generator().manual_seed(4)
+    x = (5 * torch.randn(1, 1, n, generator=g, dtype=torch.float64)).requires_grad_()
+    t = (torch.rand(1, 1, n, generator=g) > 0.6).double()
+    mask = torch.rand(1, n, generator=g) > 0.2
+    crit = build_loss(spec, compile=False)
+    v1 = crit(x, t, mask=mask)
+    g1 = torch.autograd.grad(v1, x)[0]
+    import segloss_registry._inputs as inputs_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(inputs_mod, "is_compiling", lambda: True)
+        v2 = crit(x, t, mask=mask)
+        g2 = torch.autograd.grad(v2, x)[0]
+    torch.testing.assert_close(v1, v2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-15)
+    assert (g1[0, 0][~mask[0]] == 0).all()

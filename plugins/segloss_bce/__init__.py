@@ -67,7 +67,7 @@ def bce(inp: Inputs, params: BCEParams) -> Tensor:
     t = inp.target
     pw = params.pos_weight
     if pw is None:
-        return inp.pixel_mean(inp.bce_elements())  # shared with focal
+        return inp.bce_mean()  # pixel_mean(bce_elements()), eager without the per-element tensor
     pos = t * inp.log_prob
     w = torch.tensor(pw if isinstance(pw, list) else [pw], dtype=t.dtype, device=t.device)
     pos = pos * w.view(1, -1, *([1] * (t.dim() - 2)))

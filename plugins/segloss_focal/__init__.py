@@ -140,7 +140,7 @@ def focal(inp: Inputs, params: FocalParams) -> Tensor:
             loss = loss * _class_view(weights, t)
         return inp.pixel_mean(loss.sum(1, keepdim=True))
     # alpha_t (1 - p_t)^gamma bce, 1 - p_t = p + t - 2 p t: the core's shared element (closed-form backward eager)
-    return inp.pixel_mean(inp.focal_elements(gamma, alpha))
+    return inp.focal_mean(gamma, alpha)  # pixel_mean(focal_elements(...)), eager without the per-element tensor
 
 
 focal_loss = Loss("focal", focal, FocalParams,
