@@ -35,13 +35,14 @@ loss of the project needs it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = ["EagerLogits", "Sigmoid", "Softmax", "LogSigmoid", "BCEElements", "FocalElements", "ElementSum",
-           "RegionSums", "focal_modulator", "chunked", "chunked_sum", "CHUNK"]
+           "Elementwise", "BCE_ELEMENTS", "FOCAL_ELEMENTS", "RegionSums", "focal_modulator", "chunked",
+           "chunked_sum", "CHUNK"]
 
 
 CHUNK = 1 << 18
@@ -415,10 +416,16 @@ class FocalElements(torch.autograd.Function):
         return _nothing(p), None, None, None, None, None, None
 
 
-_ELEMENTS: dict[str, tuple[Any, Any]] = {  # kind: (per-element formula, its gradient times g)
-    "bce": (lambda x, t, p, lse, *_: _bce(x, t, lse), lambda x, t, p, lse, g, *_: _bce_grad(p, t, g)),
-    "focal": (_focal, _focal_grad),
-}
+class Elementwise(NamedTuple):
+    """A per-element formula of ``(x, t, p, lse, gamma, alpha)`` and its gradient times ``g``
+    (``(x, t, p, lse, g, gamma, alpha)``), as ``ElementSum`` takes them."""
+
+    forward: Any
+    backward: Any
+
+
+BCE_ELEMENTS = Elementwise(lambda x, t, p, lse, *_: _bce(x, t, lse), lambda x, t, p, lse, g, *_: _bce_grad(p, t, g))
+FOCAL_ELEMENTS = Elementwise(_focal, _focal_grad)
 
 
 def _weighted(fn: Any, n_args: int) -> Any:
@@ -438,8 +445,9 @@ def chunked_sum(fn: Any, like: Tensor, *args: Any) -> Tensor:
 
 
 class ElementSum(torch.autograd.Function):
-    """``sum(f(x) * m)`` of one of the per-element formulas (``kind``: ``"bce"``, ``"focal"``), a 0-dim
-    tensor, with no per-element tensor: ``ElementSum.apply(anchor, logits, kind, t, p, lse, m, gamma, alpha)``.
+    """``sum(f(x) * m)`` of a per-element formula (an ``Elementwise``: ``BCE_ELEMENTS``,
+    ``FOCAL_ELEMENTS``), a 0-dim tensor, with no per-element tensor:
+    ``ElementSum.apply(anchor, logits, formula, t, p, lse, m, gamma, alpha)``.
 
     ``m``: None, or weights shaped like ``x`` or broadcasting to it (the mask); ``gamma``,
     ``alpha`` as ``FocalElements`` (ignored for ``"bce"``). The backward adds
@@ -448,22 +456,22 @@ class ElementSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(anchor: Tensor | None, lg: _Lg, kind: str, t: Tensor, p: Tensor, lse: Tensor,  # type: ignore[override, unused-ignore]
+    def forward(anchor: Tensor | None, lg: _Lg, formula: Elementwise, t: Tensor, p: Tensor, lse: Tensor,  # type: ignore[override, unused-ignore]
                 m: Tensor | None, gamma: float, alpha: float | Tensor | None) -> Tensor:
-        fwd = _weighted(_ELEMENTS[kind][0], 4)
+        fwd = _weighted(formula.forward, 4)
         return chunked_sum(fwd, lg.x, lg.x, t, p, lse, m, gamma, alpha)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        _, lg, kind, t, p, lse, m, gamma, alpha = inputs
+        _, lg, formula, t, p, lse, m, gamma, alpha = inputs
         ctx.save_for_backward(t, p, lse, m)
-        ctx.lg, ctx.kind, ctx.gamma, ctx.alpha = lg, kind, gamma, alpha
+        ctx.lg, ctx.formula, ctx.gamma, ctx.alpha = lg, formula, gamma, alpha
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:  # type: ignore[override, unused-ignore]
         _first_order()
         t, p, lse, m = ctx.saved_tensors
-        grad = _weighted(_ELEMENTS[ctx.kind][1], 5)
+        grad = _weighted(ctx.formula.backward, 5)
         ctx.lg.add(grad, ctx.lg.x, t, p, lse, g.reshape(1), m, ctx.gamma, ctx.alpha)
         return (_nothing(p),) + (None,) * 8
 

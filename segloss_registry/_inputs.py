@@ -416,21 +416,22 @@ class Inputs:
 
     def bce_mean(self) -> Tensor:
         """``pixel_mean(bce_elements())``, 0-dim; eager from logits with no per-element tensor."""
-        return self._element_mean("bce", 0.0, None)
+        return self._element_mean(_ag.BCE_ELEMENTS, self.bce_elements, 0.0, None)
 
     def focal_mean(self, gamma: float, alpha: float | list[float] | None) -> Tensor:
         """``pixel_mean(focal_elements(gamma, alpha))``, 0-dim; eager from logits with no per-element tensor."""
-        return self._element_mean("focal", gamma, alpha)
+        return self._element_mean(_ag.FOCAL_ELEMENTS, lambda: self.focal_elements(gamma, alpha), gamma, alpha)
 
-    def _element_mean(self, kind: str, gamma: float, alpha: float | list[float] | None) -> Tensor:
+    def _element_mean(self, formula: _ag.Elementwise, elements: Callable[[], Tensor], gamma: float,
+                      alpha: float | list[float] | None) -> Tensor:
         if not self._eager_functions():
-            return self.pixel_mean(self.bce_elements() if kind == "bce" else self.focal_elements(gamma, alpha))
+            return self.pixel_mean(elements())
         t = self.target
         a: float | Tensor | None = alpha  # type: ignore[assignment]
         if isinstance(alpha, list):
             a = torch.tensor(alpha, dtype=t.dtype, device=t.device).view(1, -1, *([1] * (t.dim() - 2)))
         p, lse = self._sigmoid()
-        total = _ag.ElementSum.apply(*self._eager_logits(), kind, t, p.detach(), lse, self.mask, float(gamma), a)  # type: ignore[no-untyped-call, unused-ignore]
+        total = _ag.ElementSum.apply(*self._eager_logits(), formula, t, p.detach(), lse, self.mask, float(gamma), a)  # type: ignore[no-untyped-call, unused-ignore]
         if self.mask is None:
             return total / t.numel()  # type: ignore[no-any-return]
         count = self.mask.expand(t.shape).sum()

@@ -439,7 +439,8 @@ def test_element_sum_against_plain_formulas(kind, mask, alpha):
 
     def ours(z):
         p, lse, al = _sig(z)
-        return ag.ElementSum.apply(*al, kind, t, p.detach(), lse, m, 1.5, a)
+        formula = ag.BCE_ELEMENTS if kind == "bce" else ag.FOCAL_ELEMENTS
+        return ag.ElementSum.apply(*al, formula, t, p.detach(), lse, m, 1.5, a)
 
     def plain(z):
         f = (F.binary_cross_entropy_with_logits(z, t, reduction="none") if kind == "bce"
