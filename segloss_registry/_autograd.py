@@ -23,6 +23,7 @@ hands the buffer over as the gradient of the logits.
   from ``x``, ``t`` and ``lse`` (no transcendental op);
 - ``ElementSum``: ``sum(f m)`` of the BCE or focal elements ``f`` and a mask ``m``, with no
   per-element tensor (the means of ``Inputs.bce_mean`` and ``Inputs.focal_mean``);
+- ``LogProbSum``: ``sum(w log p)`` of the softmax, one dot product (cross-entropy);
 - ``RegionSums``: ``(I, P, T)`` per class, ``I = sum(min(p w, t))`` (soft) or ``sum(p w t)``
   (hard); the backward is a broadcast, ``w (g_I dI + g_P)`` (times ``p (1 - p)`` into the
   buffer when ``p`` is the sigmoid of the call's logits).
@@ -41,7 +42,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["EagerLogits", "Sigmoid", "Softmax", "LogSigmoid", "BCEElements", "FocalElements", "ElementSum",
-           "Elementwise", "BCE_ELEMENTS", "FOCAL_ELEMENTS", "RegionSums", "focal_modulator", "chunked",
+           "LogProbSum", "Elementwise", "BCE_ELEMENTS", "FOCAL_ELEMENTS", "RegionSums", "focal_modulator", "chunked",
            "chunked_sum", "CHUNK"]
 
 
@@ -476,11 +477,48 @@ class ElementSum(torch.autograd.Function):
         return (_nothing(p),) + (None,) * 8
 
 
+class LogProbSum(torch.autograd.Function):
+    """``sum(w log p)`` of the softmax's ``log p`` (given detached) and weights ``w`` of its shape,
+    a 0-dim tensor: ``LogProbSum.apply(anchor, logits, log_p, w)``. The forward is one dot product
+    (no per-element tensor), the backward adds ``g w`` into the call's buffer (G's share).
+    """
+
+    @staticmethod
+    def forward(anchor: Tensor | None, lg: _Lg, log_p: Tensor, w: Tensor) -> Tensor:  # type: ignore[override, unused-ignore]
+        if log_p.is_contiguous() and w.is_contiguous() and w.shape == log_p.shape:
+            return torch.dot(w.view(-1), log_p.view(-1))
+        return (w * log_p).sum()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[3])
+        ctx.lg = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override, unused-ignore]
+        _first_order()
+        (w,) = ctx.saved_tensors
+        lg = ctx.lg
+        if lg.buf is None:
+            lg.add_tensor(w * g, owned=True)
+        else:
+            lg.buf.addcmul_(w, g)
+        return _nothing(w), None, None, None
+
+
 def _one_sum(p: Tensor, t: Tensor, dims: tuple[int, ...]) -> bool:
     """Whether ``dims`` reduce contiguous CPU ``p`` and ``t`` of one shape to one value per class, C = 1."""
     return (p.device.type == "cpu" and p.shape == t.shape and p.dim() > 1 and p.shape[1] == 1
             and set(dims) == set(range(p.dim())) - {1} and p.is_contiguous() and t.is_contiguous()
             and p.numel() > 2 * CHUNK)
+
+
+def _dot_sums(p: Tensor, t: Tensor, dims: tuple[int, ...]) -> bool:
+    """Whether ``sum(p t)`` over ``dims`` (all spatial axes, with or without the batch) can be one
+    dot product per sample and class: contiguous, one shape (no per-element product tensor)."""
+    spatial = set(range(2, p.dim()))
+    return (p.shape == t.shape and p.dim() > 2 and p.is_contiguous() and t.is_contiguous()
+            and set(dims) in (spatial, spatial | {0}) and p.numel() > 0)
 
 
 def _chunked_soft_sums(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -519,6 +557,10 @@ class RegionSums(torch.autograd.Function):
                 lg: _Lg | None = None) -> tuple[Tensor, Tensor, Tensor]:
         if w is None and soft and _one_sum(p, t, dims):  # one class summed over everything: by slices
             return _chunked_soft_sums(p, t)
+        if not soft and w is None and _dot_sums(p, t, dims):  # sum(p t) per class as batched dot products
+            n, c = p.shape[:2]
+            inter = torch.bmm(p.view(n * c, 1, -1), t.view(n * c, -1, 1)).view(n, c)
+            return (inter.sum(0) if 0 in dims else inter), p.sum(dims), t.sum(dims)
         pw = p if w is None else p * w
         tw = t * w if weigh_t and w is not None else t
         inter = torch.minimum(pw, tw) if soft else pw * t

@@ -437,6 +437,14 @@ class Inputs:
         count = self.mask.expand(t.shape).sum()
         return total / torch.where(count > 0, count, torch.ones_like(count))  # type: ignore[no-any-return]
 
+    def log_prob_sum(self, weights: Tensor) -> Tensor:
+        """``(weights * log_prob).sum()``, 0-dim (a cross-entropy's sum: ``weights`` the soft target,
+        times class weights); eager multiclass from logits one dot product, with no per-element tensor."""
+        if not self._eager_softmax():
+            return (weights * self.log_prob).sum()
+        w = weights if weights.shape == self.logits.shape else weights.expand(self.logits.shape)
+        return _ag.LogProbSum.apply(*self._eager_logits(), self.log_prob.detach(), w.contiguous())  # type: ignore[no-untyped-call, no-any-return, unused-ignore]
+
     def masked(self, x: Tensor) -> Tensor:
         """``x * mask`` (ignored pixels zeroed), or ``x`` when nothing is ignored."""
         return x if self.mask is None else x * self.mask

@@ -473,3 +473,22 @@ def test_element_means_past_two_slices_equal_the_plain_formulas(spec):
     torch.testing.assert_close(v1, v2, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-15)
     assert (g1[0, 0][~mask[0]] == 0).all()
+
+
+def test_log_prob_sum_against_plain_formula():
+    """``LogProbSum``: ``sum(w log softmax(x))`` by one dot product; value, gradient, gradcheck."""
+    x, _ = _multiclass()
+    w = torch.rand(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(3))
+
+    def ours(z):
+        lg = ag.EagerLogits(z)
+        al = (lg.anchor(), lg)
+        _, log_p = ag.Softmax.apply(*al)
+        return ag.LogProbSum.apply(*al, log_p.detach(), w) + log_p[:, 0].sum()  # and another use of log p
+
+    def plain(z):
+        return (w * torch.log_softmax(z, 1)).sum() + torch.log_softmax(z, 1)[:, 0].sum()
+
+    _close(ours(x), plain(x))
+    _close(_grad(ours, x), _grad(plain, x))
+    assert torch.autograd.gradcheck(ours, (x,))

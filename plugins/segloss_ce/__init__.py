@@ -66,7 +66,7 @@ def ce(inp: Inputs, params: CEParams) -> Tensor:
     soft = t * (1 - ls) + ls / C if ls > 0 else t
     if params.class_weights is None:
         if inp.mask is None:  # every pixel counts: one sum over pixels and classes (no per-pixel tensor)
-            return -(soft * inp.log_prob).sum() / (t.numel() // C)
+            return -inp.log_prob_sum(soft) / (t.numel() // C)
         # the sign on the mean, not on the per-pixel sums (no full-size negation in the backward)
         return -inp.pixel_mean((soft * inp.log_prob).sum(1, keepdim=True))
     cw = params.class_weights
