@@ -8,6 +8,11 @@ The keys (all of them always present unless said otherwise):
   (``platform.processor()`` or the architecture), ``cores`` and ``cpu_count`` (``os.cpu_count()``,
   the two names the bench and the demo used), ``threads`` and ``torch_threads``
   (``torch.get_num_threads()``, likewise), ``device``, ``platform``, ``python``, ``torch``;
+- ``allocator``: how the process's host memory allocator was set up, from the environment:
+  ``LD_PRELOAD=<library names>`` (jemalloc, tcmalloc, ...), ``GLIBC_TUNABLES=...`` and
+  ``MALLOC_*`` variables, else ``"malloc defaults"``. Eager CPU timings depend on it: glibc's
+  defaults give freed blocks of several MiB back to the OS, so each step page-faults its
+  buffers afresh (README, Performance);
 - ``load_average_1_5_15``: where the OS has a load average;
 - on a CUDA device that torch sees: ``gpu`` and ``accelerator`` (its name), ``gpu_memory_gib``, ``cuda``.
 """
@@ -20,7 +25,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["machine_info", "cpu_model"]
+__all__ = ["machine_info", "cpu_model", "allocator"]
+
+
+def allocator() -> str:
+    """The host allocator's setup as the environment states it (see the module docstring)."""
+    env = os.environ
+    parts = []
+    if env.get("LD_PRELOAD"):
+        parts.append("LD_PRELOAD=" + " ".join(os.path.basename(x) for x in env["LD_PRELOAD"].replace(":", " ").split()))
+    if env.get("GLIBC_TUNABLES"):
+        parts.append(f"GLIBC_TUNABLES={env['GLIBC_TUNABLES']}")
+    parts += [f"{k}={v}" for k, v in sorted(env.items()) if k.startswith("MALLOC_")]
+    return "; ".join(parts) or "malloc defaults"
 
 
 def cpu_model() -> str:
@@ -51,6 +68,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "allocator": allocator(),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]

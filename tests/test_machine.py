@@ -53,3 +53,15 @@ def test_a_cuda_device_names_the_gpu() -> None:
     assert info["gpu_memory_gib"] == round(total / 2**30, 1)
     assert info["machine"].startswith(f"{name} (") and info["machine"].endswith(f"; host {info['cpu']} "
                                                                                f"({os.cpu_count()} cores visible)")
+
+
+def test_allocator_states_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in [k for k in os.environ if k.startswith("MALLOC_")] + ["LD_PRELOAD", "GLIBC_TUNABLES"]:
+        monkeypatch.delenv(k, raising=False)
+    assert machine_info("cpu")["allocator"] == "malloc defaults"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4294967296")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert machine_info("cpu")["allocator"] == ("LD_PRELOAD=libjemalloc.so.2; "
+                                                "GLIBC_TUNABLES=glibc.malloc.trim_threshold=4294967296; "
+                                                "MALLOC_ARENA_MAX=2")

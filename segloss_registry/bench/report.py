@@ -133,7 +133,8 @@ class BenchReport:
         shape = "x".join(map(str, c.shape))
         return [
             f"segloss bench: {c.spec!r}  mode={c.mode}  logits {shape} {c.dtype} on {c.device}",
-            f"machine: {mach['machine']}; torch {mach['torch']}, {mach['threads']} threads, Python {mach['python']}",
+            f"machine: {mach['machine']}; torch {mach['torch']}, {mach['threads']} threads, Python {mach['python']}; "
+            f"allocator: {mach.get('allocator', 'not recorded')}",
             f"{c.steps} timed forward+backward steps per candidate after {c.warmup} warm-up, interleaved; "
             f"x ref = median of per-round time ratios to the reference",
             f"peak memory: {self.memory_method}; GB/s = {self.bytes_moved / 1e6:.1f} MB "
