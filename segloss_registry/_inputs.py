@@ -397,13 +397,11 @@ class Inputs:
 
         ``1 - p_t = p + t - 2 p t``, ``alpha_t = a t + (1 - a)(1 - t)`` with ``a`` = ``alpha``
         (a number, or one per channel; None: no weighting). Eager from logits: one Function
-        whose backward is closed-form and keeps only the shared sigmoid (``_autograd``), so the
-        term adds one buffer, not five; otherwise the same formula in plain ops.
+        whose backward is closed-form, keeps only the shared sigmoid and adds its gradient into
+        the call's one buffer (``_autograd``); otherwise the same formula in plain ops.
         """
         t = self.target
-        a: float | Tensor | None = alpha  # type: ignore[assignment]
-        if isinstance(alpha, list):
-            a = torch.tensor(alpha, dtype=t.dtype, device=t.device).view(1, -1, *([1] * (t.dim() - 2)))
+        a = self._alpha(alpha)
         if self._eager_functions():
             p, lse = self._sigmoid()
             return _ag.FocalElements.apply(*self._eager_logits(), t, p.detach(), lse, float(gamma), a)  # type: ignore[no-untyped-call, no-any-return, unused-ignore]
@@ -413,6 +411,13 @@ class Inputs:
         if a is not None:
             loss = loss * (t * (2 * a - 1) + (1 - a))
         return loss
+
+    def _alpha(self, alpha: float | list[float] | None) -> float | Tensor | None:
+        """A per-channel ``alpha`` list as a (1, C, 1, ...) tensor broadcasting against the target."""
+        if not isinstance(alpha, list):
+            return alpha
+        t = self.target
+        return torch.tensor(alpha, dtype=t.dtype, device=t.device).view(1, -1, *([1] * (t.dim() - 2)))
 
     def bce_mean(self) -> Tensor:
         """``pixel_mean(bce_elements())``, 0-dim; eager from logits with no per-element tensor."""
@@ -427,11 +432,9 @@ class Inputs:
         if not self._eager_functions():
             return self.pixel_mean(elements())
         t = self.target
-        a: float | Tensor | None = alpha  # type: ignore[assignment]
-        if isinstance(alpha, list):
-            a = torch.tensor(alpha, dtype=t.dtype, device=t.device).view(1, -1, *([1] * (t.dim() - 2)))
         p, lse = self._sigmoid()
-        total = _ag.ElementSum.apply(*self._eager_logits(), formula, t, p.detach(), lse, self.mask, float(gamma), a)  # type: ignore[no-untyped-call, unused-ignore]
+        total = _ag.ElementSum.apply(*self._eager_logits(), formula, t, p.detach(), lse, self.mask, float(gamma),  # type: ignore[no-untyped-call, unused-ignore]
+                                     self._alpha(alpha))
         if self.mask is None:
             return total / t.numel()  # type: ignore[no-any-return]
         count = self.mask.expand(t.shape).sum()
