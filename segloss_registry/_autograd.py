@@ -451,7 +451,7 @@ class ElementSum(torch.autograd.Function):
     ``ElementSum.apply(anchor, logits, formula, t, p, lse, m, gamma, alpha)``.
 
     ``m``: None, or weights shaped like ``x`` or broadcasting to it (the mask); ``gamma``,
-    ``alpha`` as ``FocalElements`` (ignored for ``"bce"``). The backward adds
+    ``alpha`` as ``FocalElements`` (``BCE_ELEMENTS`` ignores them). The backward adds
     ``g f'(x) m`` into the call's buffer slice by slice. The sum of a mean then takes no pass of
     its own, and the forward no buffer the size of the logits.
     """
@@ -523,11 +523,7 @@ def _dot_sums(p: Tensor, t: Tensor, dims: tuple[int, ...]) -> bool:
 
 def _chunked_soft_sums(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(sum min(p, t), sum p, sum t)`` of one class, shape (1,), slice by slice (no full-size ``min``)."""
-    fp, ft = p.view(-1), t.view(-1)
-    inter = torch.zeros((), dtype=p.dtype, device=p.device)
-    for start in range(0, fp.numel(), CHUNK):
-        inter += torch.minimum(fp[start:start + CHUNK], ft[start:start + CHUNK]).sum()
-    return inter.reshape(1), fp.sum().reshape(1), ft.sum().reshape(1)
+    return chunked_sum(torch.minimum, p, p, t).reshape(1), p.sum().reshape(1), t.sum().reshape(1)
 
 
 def _soft_region_grad(p: Tensor, t: Tensor, gi: Tensor, gp: Tensor | None, through: Any = None) -> Tensor:

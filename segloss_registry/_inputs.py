@@ -435,18 +435,27 @@ class Inputs:
         p, lse = self._sigmoid()
         total = _ag.ElementSum.apply(*self._eager_logits(), formula, t, p.detach(), lse, self.mask, float(gamma),  # type: ignore[no-untyped-call, unused-ignore]
                                      self._alpha(alpha))
-        if self.mask is None:
-            return total / t.numel()  # type: ignore[no-any-return]
-        count = self.mask.expand(t.shape).sum()
-        return total / torch.where(count > 0, count, torch.ones_like(count))  # type: ignore[no-any-return]
+        return self._mean_of(total, t.shape)
 
-    def log_prob_sum(self, weights: Tensor) -> Tensor:
-        """``(weights * log_prob).sum()``, 0-dim (a cross-entropy's sum: ``weights`` the soft target,
-        times class weights); eager multiclass from logits one dot product, with no per-element tensor."""
+    def log_prob_mean(self, weights: Tensor) -> Tensor:
+        """``pixel_mean((weights * log_prob).sum(1, keepdim=True))``, 0-dim: a cross-entropy is
+        ``-log_prob_mean(soft target)``; ``weights`` broadcasts to the logits. Eager multiclass from
+        logits: one dot product, with no per-element tensor."""
+        w = weights if self.mask is None else weights * self.mask
+        pixels = (self.logits.shape[0], 1, *self.logits.shape[2:])
         if not self._eager_softmax():
-            return (weights * self.log_prob).sum()
-        w = weights if weights.shape == self.logits.shape else weights.expand(self.logits.shape)
-        return _ag.LogProbSum.apply(*self._eager_logits(), self.log_prob.detach(), w.contiguous())  # type: ignore[no-untyped-call, no-any-return, unused-ignore]
+            return self._mean_of((w * self.log_prob).sum(), pixels)
+        w = w if w.shape == self.logits.shape else w.expand(self.logits.shape)
+        total = _ag.LogProbSum.apply(*self._eager_logits(), self.log_prob.detach(), w.contiguous())  # type: ignore[no-untyped-call, unused-ignore]
+        return self._mean_of(total, pixels)
+
+    def _mean_of(self, total: Tensor, shape: tuple[int, ...] | torch.Size) -> Tensor:
+        """``total`` (a masked sum over a tensor of ``shape``) divided by the valid elements of
+        ``shape``: all of them without a mask; 0 when none is valid."""
+        if self.mask is None:
+            return total / math.prod(shape)
+        count = self.mask.expand(shape).sum()
+        return total / torch.where(count > 0, count, torch.ones_like(count))
 
     def masked(self, x: Tensor) -> Tensor:
         """``x * mask`` (ignored pixels zeroed), or ``x`` when nothing is ignored."""
@@ -454,11 +463,9 @@ class Inputs:
 
     def pixel_mean(self, loss: Tensor) -> Tensor:
         """Mean of a per-element loss (N, K, *S) over the valid elements; 0 when none is valid."""
-        if self.mask is None:  # the sum, then the division: ``mean``'s backward would divide a full-size
-            return loss.sum() / loss.numel()  # gradient, the sum's is a broadcast view (same value on the CPU)
-        m = self.mask.expand_as(loss) if self.mask.shape != loss.shape else self.mask
-        count = m.sum()
-        return (loss * m).sum() / torch.where(count > 0, count, torch.ones_like(count))
+        # the sum, then the division: ``mean``'s backward would divide a full-size gradient, the sum's
+        # is a broadcast view (the same value on the CPU)
+        return self._mean_of(loss.sum() if self.mask is None else (loss * self.mask).sum(), loss.shape)
 
     def class_sums(self, x: Tensor, per_image: bool = False) -> Tensor:
         """Sum over batch and space per class (C,), or over space per sample and class (N, C)."""

@@ -65,17 +65,14 @@ def ce(inp: Inputs, params: CEParams) -> Tensor:
     ls = params.label_smoothing
     soft = t * (1 - ls) + ls / C if ls > 0 else t
     if params.class_weights is None:
-        if inp.mask is None:  # every pixel counts: one sum over pixels and classes (no per-pixel tensor)
-            return -inp.log_prob_sum(soft) / (t.numel() // C)
-        # the sign on the mean, not on the per-pixel sums (no full-size negation in the backward)
-        return -inp.pixel_mean((soft * inp.log_prob).sum(1, keepdim=True))
+        return -inp.log_prob_mean(soft)  # the sign on the mean: no full-size negation in the backward
     cw = params.class_weights
     if inp.hard:  # the weighted mean does not depend on the scale: bring tiny weights to 1 on the host
         cw = [x / max(cw) for x in cw]
     w = torch.tensor(cw, dtype=t.dtype, device=t.device).view(1, C, *([1] * (t.dim() - 2)))
-    per_pixel = -(w * soft * inp.log_prob).sum(1, keepdim=True)
     if not inp.hard:
-        return inp.pixel_mean(per_pixel)
+        return -inp.log_prob_mean(w * soft)
+    per_pixel = -(w * soft * inp.log_prob).sum(1, keepdim=True)
     den = inp.masked((w * t).sum(1, keepdim=True)).sum()
     return safe_ratio(inp.masked(per_pixel).sum(), den, empty=0.0)
 
