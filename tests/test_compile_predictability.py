@@ -33,8 +33,8 @@ pytestmark = pytest.mark.compile
 
 @pytest.fixture
 def compile_counts() -> Iterator[dict[str, CompileCounterWithBackend]]:
-    """Patch ``torch.compile`` so each compiled function gets its own ``CompileCounter``
-    backend (keyed by the function's name, which is per criterion); every other argument
+    """Patch ``torch.compile`` so each compiled function gets its own ``CompileCounterWithBackend``
+    (keyed by the function's name, which is per criterion); every other argument
     (fullgraph, dynamic) is the library's own."""
     real = torch.compile
     made: dict[str, CompileCounterWithBackend] = {}
