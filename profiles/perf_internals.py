@@ -10,6 +10,8 @@ included), from ``segloss_registry.bench.peak_memory_of``, as a multiple of the 
     python profiles/perf_internals.py compiled         # compiled: composites vs BCE alone and peers
     python profiles/perf_internals.py ops              # count transcendental ops in BCE's graphs
     python profiles/perf_internals.py masks            # min(p, t) as torch.minimum vs (p + t - |p - t|) / 2
+    python profiles/perf_internals.py log1p            # compiled BCE forward: torch.log1p vs _fastmath.log1p_unit
+    python profiles/perf_internals.py policies         # compiled, float32: log1p saved vs the polynomial recomputed
 
 Options: ``--rounds`` (default 7), ``--steps`` per round (default 3), ``--device`` (cpu).
 """
@@ -296,9 +298,58 @@ def masks_part(args: argparse.Namespace) -> None:
     compare("min(p, t) in a compiled graph", cands, x, t, args.rounds, args.steps)
 
 
+def log1p_part(args: argparse.Namespace) -> None:
+    """The forward of a BCE compiled with ``torch.log1p`` (SLEEF on the CPU) and with
+    ``_fastmath.log1p_unit``, under ``no_grad`` (one fused loop each; the finite check included as in
+    the loss's graph)."""
+    from segloss_registry._fastmath import log1p_unit
+
+    def bce(log1p: Callable[[Tensor], Tensor]) -> LossFn:
+        def fn(x: Tensor, t: Tensor) -> Tensor:
+            ok = torch.isfinite(x).all() & torch.isfinite(t).all()
+            loss = (log1p(torch.exp(-x.abs())) + x.clamp_min(0) - t * x).mean()
+            return loss + torch.where(ok, 0.0, float("nan"))
+        return fn
+
+    x, t = make_inputs("binary", [8, 1, 512, 512], device=args.device)
+    x = x.detach()
+    cands = [("compiled BCE forward, torch.log1p", torch.compile(bce(torch.log1p), dynamic=True)),
+             ("compiled BCE forward, log1p_unit", torch.compile(bce(log1p_unit), dynamic=True))]
+    with torch.no_grad():
+        for _, fn in cands:
+            fn(x, t)
+        times: dict[str, list[float]] = {n: [] for n, _ in cands}
+        for r in range(args.rounds):
+            for name, fn in cands[r % 2:] + cands[:r % 2]:
+                t0 = time.perf_counter()
+                for _ in range(args.steps * 3):
+                    fn(x, t)
+                times[name].append((time.perf_counter() - t0) * 1e3 / (args.steps * 3))
+    print(f"\n== log1p in a compiled forward  logits {tuple(x.shape)} on {x.device}; {args.rounds} rounds")
+    ref = cands[0][0]
+    for name, _ in cands:
+        ratio = statistics.median(a / b for a, b in zip(times[name], times[ref]))
+        print(f"{name:58s} {statistics.median(times[name]):9.2f} ms {ratio:7.3f}")
+
+
+def policies_part(args: argparse.Namespace) -> None:
+    """Ours compiled in float32 with ``set_save_policy("save")`` (SLEEF's log1p, kept for the backward)
+    and ``"recompute"`` (the polynomial, recomputed: the CPU default), BCE alone and composites."""
+    cases = [("bce", [8, 1, 512, 512]), ("bce+dice+focal", [8, 1, 512, 512]),
+             ("bce+dice+focal+iou+tversky", [8, 1, 512, 512]), ("focal+dice", [2, 1, 64, 128, 128])]
+    for spec, shape in cases:
+        x, t = make_inputs("binary", shape, device=args.device)
+        cands: list[tuple[str, LossFn]] = []
+        for policy in ("save", "recompute"):
+            crit = build_loss(spec, compile=True, check_inputs="never")
+            crit.set_save_policy(policy)
+            cands.append((f"segloss compiled {spec} save_policy={policy}", crit))
+        compare(f"save policies, {spec}", cands, x, t, args.rounds, args.steps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["eager", "compiled", "ops", "masks", "all"])
+    ap.add_argument("part", choices=["eager", "compiled", "ops", "masks", "log1p", "policies", "all"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
@@ -314,6 +365,10 @@ def main() -> None:
         ops_part(args)
     if args.part in ("masks", "all"):
         masks_part(args)
+    if args.part in ("log1p", "all"):
+        log1p_part(args)
+    if args.part in ("policies", "all"):
+        policies_part(args)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ __all__ = [
     "failure_text",
     "profiler_active",
     "SAVE_POLICIES",
+    "cheap_log1p",
     "saves_softplus",
     "with_saved_softplus",
 ]
@@ -121,23 +122,36 @@ def fresh_function(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 # -- what the compiled backward saves and what it recomputes ------------------------------------------
 SAVE_POLICIES = ("auto", "save", "recompute")
-"""``CompositeLoss.set_save_policy``: ``"auto"`` (save on the CPU, recompute on accelerators),
-``"save"`` or ``"recompute"`` on every device."""
+"""``CompositeLoss.set_save_policy``: ``"auto"`` (save for float64 on the CPU, recompute elsewhere),
+``"save"`` or ``"recompute"`` on every device and dtype."""
 
 
-def saves_softplus(device: torch.device, policy: str) -> bool:
-    """Whether a compiled graph on ``device`` keeps the ``log1p`` results of its forward for the backward.
+def saves_softplus(device: torch.device, dtype: torch.dtype, policy: str) -> bool:
+    """Whether a compiled graph on ``device`` for logits of ``dtype`` keeps the ``log1p`` results
+    of its forward for the backward.
 
     Inductor's partitioner recomputes cheap elementwise work in the backward rather than save it,
-    which is right where memory bandwidth is the limit (GPUs) but not on a CPU, where the
-    ``log1p(exp(-|x|))`` of a sigmoid loss recomputed in the backward costs more than writing
-    and reading one float per element: measured on the 2-core CPU (``segloss bench SPEC
-    --save-policies``), bce+dice+focal 11% and 3D focal+dice 19% faster with the ``log1p`` kept (peak
-    memory: one more float per element), BCE alone and multiclass ce+dice unchanged.
+    which is right where memory bandwidth is the limit (GPUs). On the CPU, SLEEF's ``log1p`` is
+    the one expensive operation of a sigmoid loss: float64 keeps it and saves its result (one
+    float per element of peak memory), while float32 computes it with ``_fastmath.log1p_unit``
+    (``cheap_log1p``), which is cheaper to recompute than to write and read back. Measured on the
+    2-core CPU side by side (``python profiles/perf_internals.py policies``, 8x1x512x512):
+    recomputing with the polynomial is faster than saving SLEEF's ``log1p`` for BCE alone, the
+    3- and 5-term composites and 3D focal+dice, and its peak memory is one float per element less.
     """
     if policy == "auto":
-        return device.type == "cpu"
+        return device.type == "cpu" and dtype == torch.float64
     return policy == "save"
+
+
+def cheap_log1p(x: Tensor) -> bool:
+    """Whether a compiled graph computes the sigmoid's ``log1p(exp(-|x|))`` with
+    ``_fastmath.log1p_unit`` instead of ``torch.log1p``: float32 on the CPU, where SLEEF's
+    ``log1p`` is the most expensive operation of a sigmoid loss (``python profiles/perf_internals.py
+    log1p``). On accelerators ``log1p`` is cheap beside the memory traffic, and float64 keeps the
+    library routine. Graphs that save the ``log1p`` (``saves_softplus``) keep ``torch.log1p``: the
+    save policy finds it by name."""
+    return is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32
 
 
 def _keep_softplus(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Any:

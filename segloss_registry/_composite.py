@@ -149,14 +149,15 @@ class CompositeLoss(nn.Module):
                     verify: bool, check: str, save: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
             if save and torch.is_grad_enabled():  # our own compiled graph: keep log1p for the backward
                 out: tuple[Tensor, Tensor, Tensor | None] = _compile.with_saved_softplus(
-                    body, logits, target, mask, weights, labels, poison, verify, check)
+                    body, logits, target, mask, weights, labels, poison, verify, check, False)
                 return out
-            return body(logits, target, mask, weights, labels, poison, verify, check)
+            return body(logits, target, mask, weights, labels, poison, verify, check, True)
 
-        def body(logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor,
-                 labels: bool, poison: bool, verify: bool, check: str) -> tuple[Tensor, Tensor, Tensor | None]:
+        def body(logits: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor, labels: bool,
+                 poison: bool, verify: bool, check: str, recompute: bool) -> tuple[Tensor, Tensor, Tensor | None]:
             with no_autocast(logits.device.type):
                 inp = normalise(logits, target, opts, mask)
+                inp.cheap_log1p = recompute and _compile.cheap_log1p(inp.logits)
                 values = []
                 raw = (logits, target, mask)
                 for key, info, params in fns:
@@ -228,11 +229,12 @@ class CompositeLoss(nn.Module):
         return self._save_policy
 
     def set_save_policy(self, policy: str) -> None:
-        """``"auto"`` (default): save the ``log1p`` results of a sigmoid loss's forward on the CPU, where
-        recomputing them in the backward is slower, and recompute them on accelerators, where memory
-        traffic is the limit; ``"save"`` or ``"recompute"``: the same on every device. Saving costs one
-        float per element of peak memory; ``segloss bench --save-policies`` times both. Takes effect
-        at the next call (one recompile)."""
+        """``"auto"`` (default): recompute the ``log1p`` results of a sigmoid loss's forward in the
+        backward, except for float64 on the CPU, where they are saved (``_compile.saves_softplus``;
+        float32 graphs on the CPU compute them with a cheap polynomial, ``_fastmath``); ``"save"``
+        (with ``torch.log1p``) or ``"recompute"``: the same on every device. Saving costs one float per
+        element of peak memory; ``segloss bench --save-policies`` times both. Takes effect at the next
+        call (one recompile)."""
         if policy not in _compile.SAVE_POLICIES:
             raise LossConfigError(
                 f"save policy must be one of {', '.join(map(repr, _compile.SAVE_POLICIES))}, got {policy!r}"
@@ -382,7 +384,7 @@ class CompositeLoss(nn.Module):
                 ids = target if target.is_floating_point() else compact_ids(target, self.options, logits)
                 x, t = _dynamic_views(logits, ids, self.options.mode)
                 check = {"now": "flags", "later": "counts"}.get(policy, "off")
-                save = _compile.saves_softplus(logits.device, self._save_policy)
+                save = _compile.saves_softplus(logits.device, logits.dtype, self._save_policy)
                 total, stacked, counts = self._compiled_fn()(x, t, mask, weights, False, policy != "now", False, check,
                                                              save)
             _compile.allow_retained_backward(total)

@@ -21,6 +21,7 @@ from . import _autograd as _ag
 from ._checks import widen
 from ._compile import is_compiling
 from ._errors import InputError, LossConfigError
+from ._fastmath import log1p_unit
 from ._options import InputOptions
 from .distributed import sync_sum
 
@@ -206,29 +207,30 @@ class _SigmoidStats(torch.autograd.Function):
     """(sigmoid(x), log sigmoid(x), log(1 - sigmoid(x))) from one exp and one log1p.
 
     The backward needs only the sigmoid: every term's gradient reaches x through
-    ``p(1-p)``, ``1-p`` and ``-p`` with no further transcendental work.
+    ``p(1-p)``, ``1-p`` and ``-p`` with no further transcendental work. ``cheap``: the log1p
+    as ``_fastmath.log1p_unit`` (compiled float32 CPU graphs, see ``_compile.cheap_log1p``).
     """
 
     @staticmethod
-    def forward(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override, unused-ignore]
+    def forward(x: Tensor, cheap: bool = False) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override, unused-ignore]
         # out of place: compiled graphs fuse it into one loop, and the CPU's save policy
         # (selective activation checkpointing, ``_compile.with_saved_softplus``) refuses in-place
         # writes into the tensors it keeps
         e = torch.exp(-x.abs())  # exp(-|x|)
-        lse = torch.log1p(e)
+        lse = log1p_unit(e) if cheap else torch.log1p(e)
         log_p = torch.clamp(x, max=0) - lse  # min(x, 0) - lse
         log1m_p = -torch.clamp(x, min=0) - lse  # -max(x, 0) - lse
         p = torch.where(x >= 0, 1.0, e) / (e + 1)  # (1 or e) / (1 + e)
         return p, log_p, log1m_p
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Tensor], output: tuple[Tensor, Tensor, Tensor]) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Tensor, bool], output: tuple[Tensor, Tensor, Tensor]) -> None:
         ctx.save_for_backward(output[0])
         ctx.set_materialize_grads(False)  # an output no term used gets None, not a tensor of zeros
 
     @staticmethod
     def backward(ctx: Any, g_p: Tensor | None, g_log_p: Tensor | None,  # type: ignore[override, unused-ignore]
-                 g_log1m_p: Tensor | None) -> Tensor | None:
+                 g_log1m_p: Tensor | None) -> tuple[Tensor | None, None]:
         # g_p p q + g_log_p q - g_log1m_p p, skipping the outputs that no term used
         (p,) = ctx.saved_tensors
         q = 1 - p
@@ -239,7 +241,7 @@ class _SigmoidStats(torch.autograd.Function):
             grad = g_log_p * q if grad is None else grad + g_log_p * q
         if g_log1m_p is not None:
             grad = -(g_log1m_p * p) if grad is None else grad - g_log1m_p * p
-        return grad
+        return grad, None
 
 
 class Inputs:
@@ -271,6 +273,9 @@ class Inputs:
         self._lg: tuple[Tensor | None, _ag.EagerLogits] | None = None  # the eager Functions' one gradient buffer
         self._stats: dict[tuple[bool, str], tuple[Tensor, Tensor, Tensor]] = {}
         self._shared: dict[Any, Any] = {}
+        # the sigmoid's log1p as the polynomial of ``_fastmath`` (set by the composite for its own
+        # compiled float32 CPU graphs, ``_compile.cheap_log1p``); torch.log1p otherwise
+        self.cheap_log1p = False
 
     def shared(self, key: Any, compute: Callable[[], T]) -> T:
         """``compute()`` once per call for ``key``, shared by every term that asks for it.
@@ -331,7 +336,7 @@ class Inputs:
                     p, log_p = x, _safe_log(x)
                 self._act = (p, log_p, None)
             elif self.from_logits:
-                self._act = _SigmoidStats.apply(x)  # type: ignore[no-untyped-call, unused-ignore]
+                self._act = _SigmoidStats.apply(x, self.cheap_log1p)  # type: ignore[no-untyped-call, unused-ignore]
             else:
                 self._act = (x, _safe_log(x), _safe_log(1 - x))
         return self._act

@@ -14,11 +14,39 @@ from segloss_registry._compile import saves_softplus
 pytestmark = pytest.mark.compile
 
 
-def test_the_default_saves_on_the_cpu_and_recomputes_on_accelerators() -> None:
-    assert saves_softplus(torch.device("cpu"), "auto")
-    assert not saves_softplus(torch.device("cuda", 0), "auto")
-    assert saves_softplus(torch.device("cuda", 0), "save")
-    assert not saves_softplus(torch.device("cpu"), "recompute")
+def test_the_default_saves_only_float64_on_the_cpu() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert saves_softplus(cpu, torch.float64, "auto")
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):  # computed in float32: the polynomial
+        assert not saves_softplus(cpu, dtype, "auto")
+    assert not saves_softplus(cuda, torch.float64, "auto")
+    assert saves_softplus(cuda, torch.float32, "save")
+    assert not saves_softplus(cpu, torch.float64, "recompute")
+
+
+def _graph_ops(spec: str, policy: str, dtype: torch.dtype) -> set[str]:
+    """The aten ops of the forward graph of ``spec`` compiled under ``policy`` (aot_eager backend)."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    seen: set[str] = set()
+
+    def fw(gm: torch.fx.GraphModule, _: object) -> torch.fx.GraphModule:
+        seen.update(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm
+
+    crit = build_loss(spec, compile=True)
+    crit.set_save_policy(policy)
+    crit._compiled = torch.compile(crit._compute, backend=aot_autograd(fw_compiler=fw), fullgraph=True)
+    x = torch.randn(2, 1, 8, 8, dtype=dtype, requires_grad=True)
+    crit(x, (torch.rand(2, 1, 8, 8) > 0.5).to(dtype)).backward()
+    return seen
+
+
+def test_cpu_float32_graphs_use_the_polynomial_unless_they_save() -> None:
+    """The polynomial replaces log1p exactly where the policy recomputes on a float32 CPU graph."""
+    assert "aten.log1p.default" not in _graph_ops("bce+focal", "auto", torch.float32)
+    assert "aten.log1p.default" in _graph_ops("bce+focal", "save", torch.float32)
+    assert "aten.log1p.default" in _graph_ops("bce+focal", "auto", torch.float64)
 
 
 @pytest.mark.parametrize("spec, mode", [("bce+dice+focal", "binary"), ("ce+dice", "multiclass")])
@@ -31,7 +59,7 @@ def test_both_policies_match_eager_values_and_gradients(spec: str, mode: str) ->
     xr = x0.double().requires_grad_()
     ref = build_loss(spec, mode=mode, compile=False)(xr, t)
     ref.backward()
-    for policy in ("save", "recompute"):
+    for policy in ("save", "recompute"):  # torch.log1p saved / the polynomial recomputed
         crit = build_loss(spec, mode=mode, compile=True)
         crit.set_save_policy(policy)
         assert crit.save_policy == policy

@@ -20,7 +20,7 @@ from .._compile import saves_softplus
 from .._composite import CompositeLoss, build_loss
 from .._errors import SeglossError
 from .._peers import NO_COVER, Peer, PeerPlan, by_library, cover, list_peers, missing_modules
-from .config import BenchConfig
+from .config import DTYPES, BenchConfig
 from .report import Measurement
 
 __all__ = ["Candidate", "LossFn", "our_candidates", "peer_candidates", "library_peer", "note_shares", "OURS"]
@@ -67,7 +67,7 @@ def our_candidates(cfg: BenchConfig, target: Tensor) -> tuple[list[Candidate], C
                                    note="no value checks: what a peer does"))
         if cfg.save_policies and cfg.compiled:
             crit = build_loss(spec, mode=cast(Any, cfg.mode), compile=True, **cfg.loss_kwargs)
-            default = "save" if saves_softplus(torch.device(cfg.device), "auto") else "recompute"
+            default = "save" if saves_softplus(torch.device(cfg.device), DTYPES[cfg.dtype], "auto") else "recompute"
             other = "recompute" if default == "save" else "save"
             crit.set_save_policy(other)
             cands.append(Candidate(f"{OURS} compiled {crit.spec} (save_policy={other})", OURS, crit, target, True,

@@ -39,8 +39,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--unchecked", action="store_true",
                    help="also time ours compiled with check_inputs='never' (what the every-call value checks cost)")
     p.add_argument("--save-policies", action="store_true",
-                   help="also time ours compiled with the other save policy (CPU default: keep log1p for the "
-                        "backward; accelerators: recompute it); the rows give time and peak memory of both")
+                   help="also time ours compiled with the other save policy (default: recompute log1p in the "
+                        "backward, with a cheap polynomial on float32 CPU graphs; float64 on the CPU: keep it); "
+                        "the rows give time and peak memory of both")
     p.add_argument("--library", action="append", default=None, metavar="LIB",
                    help="only this peer library (repeatable), e.g. --library MONAI")
     p.add_argument("--list-peers", action="store_true", help="list the registered peers and exit")
