@@ -12,6 +12,7 @@ included), from ``segloss_registry.bench.peak_memory_of``, as a multiple of the 
     python profiles/perf_internals.py masks            # min(p, t) as torch.minimum vs (p + t - |p - t|) / 2
     python profiles/perf_internals.py log1p            # compiled BCE forward: torch.log1p vs _fastmath.log1p_unit
     python profiles/perf_internals.py policies         # compiled, float32: log1p saved vs the polynomial recomputed
+    python profiles/perf_internals.py fusion           # compiled: _compile.INDUCTOR_OPTIONS vs inductor's defaults
 
 Options: ``--rounds`` (default 7), ``--steps`` per round (default 3), ``--device`` (cpu).
 """
@@ -347,9 +348,50 @@ def policies_part(args: argparse.Namespace) -> None:
         compare(f"save policies, {spec}", cands, x, t, args.rounds, args.steps)
 
 
+class _CompiledWith:
+    """A criterion whose own graph is compiled with ``INDUCTOR_OPTIONS`` set to ``options`` (its first call
+    compiles; later calls run that graph whatever the setting is then)."""
+
+    def __init__(self, spec: str, mode: str, options: dict[str, Any]) -> None:
+        self.crit = build_loss(spec, mode=mode, compile=True, check_inputs="never")
+        self.options = options
+        self.compiled = False
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        if self.compiled:
+            return self.crit(x, t)  # type: ignore[no-any-return]
+        from segloss_registry import _compile
+
+        saved, _compile.INDUCTOR_OPTIONS = _compile.INDUCTOR_OPTIONS, self.options
+        try:
+            out = self.crit(x, t)
+        finally:
+            _compile.INDUCTOR_OPTIONS = saved
+        self.compiled = True
+        return out  # type: ignore[no-any-return]
+
+
+def fusion_part(args: argparse.Namespace) -> None:
+    """Ours compiled with the project's inductor settings (``_compile.INDUCTOR_OPTIONS``: CPU terms are
+    summed in the loop that computes them) and with inductor's defaults, which write a term of more than
+    50 operations (focal) to memory and sum it in a second loop."""
+    from segloss_registry import _compile
+
+    cases = [("bce", "binary", [8, 1, 512, 512]), ("bce+dice+focal", "binary", [8, 1, 512, 512]),
+             ("bce+dice+focal+iou+tversky", "binary", [8, 1, 512, 512]), ("focal+dice", "binary", [2, 1, 64, 128, 128]),
+             ("ce+dice", "multiclass", [8, 4, 256, 256])]
+    for spec, mode, shape in cases:
+        x, t = make_inputs(mode, shape, device=args.device)
+        cands: list[tuple[str, LossFn]] = [
+            (f"segloss compiled {spec}, INDUCTOR_OPTIONS", _CompiledWith(spec, mode, dict(_compile.INDUCTOR_OPTIONS))),
+            (f"segloss compiled {spec}, inductor defaults", _CompiledWith(spec, mode, {})),
+        ]
+        compare(f"inductor settings, {spec}", cands, x, t, args.rounds, args.steps, memory=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["eager", "compiled", "ops", "masks", "log1p", "policies", "all"])
+    ap.add_argument("part", choices=["eager", "compiled", "ops", "masks", "log1p", "policies", "fusion", "all"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
@@ -369,6 +411,8 @@ def main() -> None:
         log1p_part(args)
     if args.part in ("policies", "all"):
         policies_part(args)
+    if args.part in ("fusion", "all"):
+        fusion_part(args)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ __all__ = [
     "cheap_log1p",
     "saves_softplus",
     "with_saved_softplus",
+    "INDUCTOR_OPTIONS",
+    "inductor_options",
 ]
 
 
@@ -181,6 +183,37 @@ def with_saved_softplus(fn: Callable[..., Any], *args: Any) -> Any:
 
     context = functools.partial(create_selective_checkpoint_contexts, _keep_softplus)
     return checkpoint(fn, *args, use_reentrant=False, context_fn=context)
+
+
+# -- inductor settings of the composite's own graph ------------------------------------------------
+INDUCTOR_OPTIONS: dict[str, Any] = {"realize_cpu_opcount_threshold": 200}
+"""Inductor settings for the composite's own ``torch.compile`` (never for a user's compile around it).
+
+``realize_cpu_opcount_threshold``: inductor writes a pointwise result of more than this many operations
+to a full-size buffer before its consumers read it (torch 2.13's CPU default is 50). A loss term is one
+such expression ending in a reduction (a focal element with the sigmoid, the ``log1p`` polynomial and the
+modulator counts 51 to 60): with the default its per-element values are written to memory in the forward and
+read back by a second loop to be summed (8 MiB each way at 8x1x512x512). At 200 every built-in term is
+summed in the loop that computes it. The setting applies to CPU kernels only; GPU kernels keep inductor's
+defaults (not measured here). ``python profiles/perf_internals.py fusion`` times both.
+"""
+
+
+def inductor_options() -> dict[str, Any] | None:
+    """``INDUCTOR_OPTIONS`` less the names this torch's inductor does not know (None when none is left).
+
+    Private: ``torch._inductor.list_options`` and the option names, which follow inductor's config.
+    Where a name is gone (an older or newer torch), it is left out and inductor's default applies:
+    correct, and at worst as fast as without it.
+    """
+    try:
+        from torch._inductor import list_options
+
+        known = set(list_options())
+    except Exception:  # noqa: BLE001 - any failure to list them means: pass none
+        return None
+    options = {k: v for k, v in INDUCTOR_OPTIONS.items() if k in known}
+    return options or None
 
 
 # -- why a compile failed ---------------------------------------------------------------------------

@@ -189,7 +189,7 @@ class CompositeLoss(nn.Module):
 
     def _compiled_fn(self) -> Any:
         if self._compiled is None:
-            self._compiled = torch.compile(self._compute, fullgraph=True)
+            self._compiled = torch.compile(self._compute, fullgraph=True, options=_compile.inductor_options())
         return self._compiled
 
     @property

@@ -71,6 +71,25 @@ def test_fresh_function_gives_each_criterion_its_own_code_object() -> None:
     assert _compile.fresh_function(len, "x") is len  # not a Python function: returned as it is
 
 
+def test_inductor_options_keep_only_the_names_this_torch_knows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._inductor
+
+    known = set(torch._inductor.list_options())
+    assert "realize_cpu_opcount_threshold" in known  # torch 2.13 (CI): the option is passed
+    assert _compile.inductor_options() == {"realize_cpu_opcount_threshold": 200}
+    monkeypatch.setattr(_compile, "INDUCTOR_OPTIONS", {"no_such_inductor_option": 1, "max_fusion_size": 64})
+    assert _compile.inductor_options() == {"max_fusion_size": 64}  # a name gone from inductor is left out
+    monkeypatch.setattr(_compile, "INDUCTOR_OPTIONS", {"no_such_inductor_option": 1})
+    assert _compile.inductor_options() is None  # nothing left: inductor's defaults
+
+
+def test_inductor_options_without_the_private_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._inductor
+
+    monkeypatch.delattr(torch._inductor, "list_options")
+    assert _compile.inductor_options() is None  # inductor's defaults: correct, the focal term a little slower
+
+
 @pytest.mark.compile
 def test_a_criterion_still_compiles_and_is_right_without_the_private_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(torch._dynamo, "maybe_mark_dynamic")

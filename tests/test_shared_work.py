@@ -104,3 +104,44 @@ def test_compiled_graphs_hold_one_sigmoid_pass_forward_and_none_backward():
     assert results["bce", torch.float64] == ({"exp": 1, "log1p": 1}, {})
     for dtype in (torch.float32, torch.float64):
         assert results["bce + dice + focal", dtype] == results["bce", dtype]
+
+
+def _compiled_code(spec: str, options: dict[str, object] | None) -> tuple[list[str], list[str]]:
+    """The C++ of ``spec``'s own compiled graph on the CPU (forward, backward), compiled afresh
+    with ``_compile.INDUCTOR_OPTIONS`` set to ``options`` (None: the project's)."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor.utils import run_and_get_code
+
+    from segloss_registry import _compile
+
+    crit = build_loss(spec, compile=True)
+    x = torch.randn(2, 1, 32, 32, requires_grad=True)
+    t = (torch.rand(2, 1, 32, 32) > 0.5).float()
+
+    def step() -> None:
+        crit(x, t).backward()
+
+    saved = _compile.INDUCTOR_OPTIONS
+    if options is not None:
+        _compile.INDUCTOR_OPTIONS = options
+    try:
+        with inductor_config.patch(force_disable_caches=True):
+            _, codes = run_and_get_code(step)
+    finally:
+        _compile.INDUCTOR_OPTIONS = saved
+    return [c for c in codes if "tangents_" not in c], [c for c in codes if "tangents_" in c]
+
+
+@pytest.mark.compile
+def test_compiled_cpu_forward_sums_every_term_in_the_loop_that_computes_it():
+    """The forward of a compiled composite returns scalars only: no per-element tensor is written
+    to memory and read back. With inductor's CPU default (realize_cpu_opcount_threshold = 50) the
+    focal element (51 to 60 operations) is written out and summed by a second loop; the project's
+    ``INDUCTOR_OPTIONS`` keep it in registers (``profiles/perf_internals.py fusion`` times both)."""
+    for spec in ("bce + dice + focal", "focal + dice + iou + tversky"):
+        fw, bw = _compiled_code(spec, None)
+        assert len(fw) == 1 and len(bw) == 1, (len(fw), len(bw))
+        assert ".store(" not in fw[0], f"{spec}: the compiled forward writes a per-element tensor"
+        assert ".store(" in bw[0]  # the gradient: the one per-element tensor a step writes
+    fw, _ = _compiled_code("bce + dice + focal", {})  # inductor's defaults: what the option is for
+    assert ".store(" in fw[0]
