@@ -521,6 +521,23 @@ def _dot_sums(p: Tensor, t: Tensor, dims: tuple[int, ...]) -> bool:
             and set(dims) in (spatial, spatial | {0}) and p.numel() > 0)
 
 
+def _row_dots(p: Tensor, t: Tensor) -> Tensor:
+    """``(p t).sum(spatial axes)`` of contiguous (N, C, *S) tensors, (N, C), as one ``torch.dot`` per
+    sample and class: no per-element product tensor. ``torch.bmm`` of (N C, 1, S) by (N C, S, 1)
+    computes the same without a Python loop but about 10x slower on the CPU for long rows (6.2 against
+    0.64 ms at 8x4x256x256, torch 2.13, 2 threads); the per-call cost of the loop (a few microseconds a
+    row) stays below one pass over the data up to hundreds of rows (2x150x128x128: 5.7 ms, bmm 6.1);
+    past ``_MAX_DOT_ROWS`` rows ``bmm`` serves."""
+    n, c = p.shape[:2]
+    pv, tv = p.view(n * c, -1), t.view(n * c, -1)
+    if n * c > _MAX_DOT_ROWS:
+        return torch.bmm(pv.unsqueeze(1), tv.unsqueeze(2)).view(n, c)
+    return torch.stack([torch.dot(pv[i], tv[i]) for i in range(n * c)]).view(n, c)
+
+
+_MAX_DOT_ROWS = 512
+
+
 def _chunked_soft_sums(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(sum min(p, t), sum p, sum t)`` of one class, shape (1,), slice by slice (no full-size ``min``)."""
     return chunked_sum(torch.minimum, p, p, t).reshape(1), p.sum().reshape(1), t.sum().reshape(1)
@@ -553,9 +570,8 @@ class RegionSums(torch.autograd.Function):
                 lg: _Lg | None = None) -> tuple[Tensor, Tensor, Tensor]:
         if w is None and soft and _one_sum(p, t, dims):  # one class summed over everything: by slices
             return _chunked_soft_sums(p, t)
-        if not soft and w is None and _dot_sums(p, t, dims):  # sum(p t) per class as batched dot products
-            n, c = p.shape[:2]
-            inter = torch.bmm(p.view(n * c, 1, -1), t.view(n * c, -1, 1)).view(n, c)
+        if not soft and w is None and _dot_sums(p, t, dims):  # sum(p t) per class as dot products
+            inter = _row_dots(p, t)
             return (inter.sum(0) if 0 in dims else inter), p.sum(dims), t.sum(dims)
         pw = p if w is None else p * w
         tw = t * w if weigh_t and w is not None else t
@@ -608,8 +624,8 @@ class RegionSums(torch.autograd.Function):
                 grad = _soft_region_grad(pw, tw, gi, None)
                 if g_p is not None:
                     grad = grad.add_(expand(g_p))
-            elif g_p is not None:  # t g_I + g_P in one pass
-                grad = torch.addcmul(expand(g_p), t, gi)
+            elif g_p is not None:  # t g_I + g_P (addcmul with the broadcast g_P first is 25% slower on the CPU)
+                grad = torch.mul(t, gi).add_(expand(g_p))
             else:
                 grad = t * gi
         else:

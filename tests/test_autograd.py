@@ -175,6 +175,21 @@ def test_region_sums(soft, weights, dims, to):
     assert torch.autograd.gradcheck(lambda z: ours(z)[:2], (_x(shape),))
 
 
+@pytest.mark.parametrize("rows", [6, 513 * 2])  # one dot per row; past _MAX_DOT_ROWS (512) one bmm
+def test_hard_region_sums_by_rows_equal_the_plain_sums(rows):
+    """Hard targets: ``sum(p t)`` per sample and class as dot products of rows, both ways."""
+    n, c = (2, rows // 2)
+    g = torch.Generator().manual_seed(11)
+    p = torch.rand(n, c, 3, 7, generator=g, dtype=torch.float64)
+    t = (torch.rand(n, c, 3, 7, generator=g) > 0.6).double()
+    assert (n * c > ag._MAX_DOT_ROWS) == (rows > 512)
+    for dims in ((0, 2, 3), (2, 3)):
+        inter, P, T = ag.RegionSums.apply(p, t, None, dims, False, False)
+        torch.testing.assert_close(inter, (p * t).sum(dims), rtol=1e-12, atol=0)
+        torch.testing.assert_close(P, p.sum(dims), rtol=1e-12, atol=0)
+        torch.testing.assert_close(T, t.sum(dims), rtol=1e-12, atol=0)
+
+
 def test_region_sums_only_p_used():
     x, t = _x(), _t()
     (_, P, _) = ag.RegionSums.apply(torch.sigmoid(x), t, None, (0, 2, 3), True, False)
