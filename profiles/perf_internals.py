@@ -13,6 +13,7 @@ included), from ``segloss_registry.bench.peak_memory_of``, as a multiple of the 
     python profiles/perf_internals.py log1p            # compiled BCE forward: torch.log1p vs _fastmath.log1p_unit
     python profiles/perf_internals.py policies         # compiled, float32: log1p saved vs the polynomial recomputed
     python profiles/perf_internals.py fusion           # compiled: _compile.INDUCTOR_OPTIONS vs inductor's defaults
+    python profiles/perf_internals.py dots             # eager sum(p t) per sample and class: dot per row, bmm, mul+sum
 
 Options: ``--rounds`` (default 7), ``--steps`` per round (default 3), ``--device`` (cpu).
 """
@@ -389,9 +390,45 @@ def fusion_part(args: argparse.Namespace) -> None:
         compare(f"inductor settings, {spec}", cands, x, t, args.rounds, args.steps, memory=False)
 
 
+def _dot_forms(p: Tensor, t: Tensor) -> list[tuple[str, Callable[[], Tensor]]]:
+    from segloss_registry import _autograd
+
+    n, c = p.shape[:2]
+    return [
+        ("torch.dot per row (_row_dots)", lambda: _autograd._row_dots(p, t)),
+        ("torch.bmm", lambda: torch.bmm(p.view(n * c, 1, -1), t.view(n * c, -1, 1)).view(n, c)),
+        ("(p * t).sum(spatial)", lambda: (p * t).sum(tuple(range(2, p.dim())))),
+    ]
+
+
+def dots_part(args: argparse.Namespace) -> None:
+    """The hard Dice intersection of eager multiclass, ``sum(p t)`` over the spatial axes per sample and
+    class, three ways: one ``torch.dot`` per row (``_autograd._row_dots``), one ``torch.bmm``, and the
+    product tensor summed (forward only, no gradient: the op itself)."""
+    for shape in ([8, 4, 256, 256], [2, 16, 128, 128], [2, 150, 128, 128]):
+        g = torch.Generator().manual_seed(0)
+        p = torch.rand(shape, generator=g).to(args.device)
+        t = (torch.rand(shape, generator=g) < 1 / shape[1]).float().to(args.device)
+        rows = _dot_forms(p, t)
+        times: dict[str, list[float]] = {name: [] for name, _ in rows}
+        for r in range(args.rounds):
+            for name, fn in rows[r % 3:] + rows[:r % 3]:
+                _sync(p.device)
+                t0 = time.perf_counter()
+                for _ in range(args.steps * 3):
+                    fn()
+                _sync(p.device)
+                times[name].append((time.perf_counter() - t0) * 1e3 / (args.steps * 3))
+        print(f"\n== sum(p t) per sample and class, {tuple(shape)} on {p.device}; {args.rounds} rounds")
+        ref = rows[0][0]
+        for name, _ in rows:
+            ratio = statistics.median(a / b for a, b in zip(times[name], times[ref]))
+            print(f"{name:58s} {statistics.median(times[name]):9.3f} ms {ratio:7.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["eager", "compiled", "ops", "masks", "log1p", "policies", "fusion", "all"])
+    ap.add_argument("part", choices=["eager", "compiled", "ops", "masks", "log1p", "policies", "fusion", "dots", "all"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cpu")
@@ -413,6 +450,8 @@ def main() -> None:
         policies_part(args)
     if args.part in ("fusion", "all"):
         fusion_part(args)
+    if args.part in ("dots", "all"):
+        dots_part(args)
 
 
 if __name__ == "__main__":

@@ -523,11 +523,13 @@ def _dot_sums(p: Tensor, t: Tensor, dims: tuple[int, ...]) -> bool:
 
 def _row_dots(p: Tensor, t: Tensor) -> Tensor:
     """``(p t).sum(spatial axes)`` of contiguous (N, C, *S) tensors, (N, C), as one ``torch.dot`` per
-    sample and class: no per-element product tensor. ``torch.bmm`` of (N C, 1, S) by (N C, S, 1)
-    computes the same without a Python loop but about 10x slower on the CPU for long rows (6.2 against
-    0.64 ms at 8x4x256x256, torch 2.13, 2 threads); the per-call cost of the loop (a few microseconds a
-    row) stays below one pass over the data up to hundreds of rows (2x150x128x128: 5.7 ms, bmm 6.1);
-    past ``_MAX_DOT_ROWS`` rows ``bmm`` serves."""
+    sample and class: no per-element product tensor. ``torch.bmm`` of (N C, 1, S) by (N C, S, 1), which
+    the eager path used before, computes the same without a Python loop but is slower at every size
+    measured (``python profiles/perf_internals.py dots``, 2-core CPU, torch 2.13: 8x4x256x256 0.86 ms
+    against 7.0; 2x16x128x128 0.47 against 1.8; 2x150x128x128 5.1 against 6.4). Multiplying and summing
+    is faster for short rows (0.25 and 3.6 ms at the last two sizes) but allocates a tensor the size of
+    the logits, which eager's peak memory is kept free of. Past ``_MAX_DOT_ROWS`` rows (the loop's few
+    microseconds a row would add up) ``bmm`` serves."""
     n, c = p.shape[:2]
     pv, tv = p.view(n * c, -1), t.view(n * c, -1)
     if n * c > _MAX_DOT_ROWS:
