@@ -26,7 +26,7 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._dynamo.utils import counters
 
-from segloss_registry import CompileWarning, build_loss, list_losses
+from segloss_registry import CompileWarning, _compile, build_loss, list_losses
 
 pytestmark = pytest.mark.compile
 
@@ -35,12 +35,14 @@ pytestmark = pytest.mark.compile
 def compile_counts() -> Iterator[dict[str, CompileCounterWithBackend]]:
     """Patch ``torch.compile`` so each compiled function gets its own ``CompileCounterWithBackend``
     (keyed by the function's name, which is per criterion); every other argument
-    (fullgraph, dynamic) is the library's own."""
+    (fullgraph, dynamic) is the library's own, less inductor's ``options``, which no other
+    backend takes (they are ``_compile.inductor_options()``, checked here)."""
     real = torch.compile
     made: dict[str, CompileCounterWithBackend] = {}
 
     def counted(fn: Any, **kwargs: Any) -> Any:
         assert "backend" not in kwargs
+        assert kwargs.pop("options", None) == _compile.inductor_options()
         made[fn.__name__] = CompileCounterWithBackend("aot_eager")
         return real(fn, backend=made[fn.__name__], **kwargs)
 
