@@ -300,6 +300,26 @@ def masks_part(args: argparse.Namespace) -> None:
     compare("min(p, t) in a compiled graph", cands, x, t, args.rounds, args.steps)
 
 
+def _interleaved(title: str, rows: list[tuple[str, Callable[[], Any]]], rounds: int, reps: int,
+                 dev: torch.device, digits: int = 2) -> None:
+    """Time zero-argument ``rows`` interleaved (``reps`` calls a round, rotating order) and print the
+    median time of each and its median per-round ratio to the first."""
+    times: dict[str, list[float]] = {name: [] for name, _ in rows}
+    for r in range(rounds):
+        for name, fn in rows[r % len(rows):] + rows[:r % len(rows)]:
+            _sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            _sync(dev)
+            times[name].append((time.perf_counter() - t0) * 1e3 / reps)
+    print(f"\n== {title}; {rounds} rounds")
+    ref = rows[0][0]
+    for name, _ in rows:
+        ratio = statistics.median(a / b for a, b in zip(times[name], times[ref]))
+        print(f"{name:58s} {statistics.median(times[name]):9.{digits}f} ms {ratio:7.3f}")
+
+
 def log1p_part(args: argparse.Namespace) -> None:
     """The forward of a BCE compiled with ``torch.log1p`` (SLEEF on the CPU) and with
     ``_fastmath.log1p_unit``, under ``no_grad`` (one fused loop each; the finite check included as in
@@ -320,18 +340,9 @@ def log1p_part(args: argparse.Namespace) -> None:
     with torch.no_grad():
         for _, fn in cands:
             fn(x, t)
-        times: dict[str, list[float]] = {n: [] for n, _ in cands}
-        for r in range(args.rounds):
-            for name, fn in cands[r % 2:] + cands[:r % 2]:
-                t0 = time.perf_counter()
-                for _ in range(args.steps * 3):
-                    fn(x, t)
-                times[name].append((time.perf_counter() - t0) * 1e3 / (args.steps * 3))
-    print(f"\n== log1p in a compiled forward  logits {tuple(x.shape)} on {x.device}; {args.rounds} rounds")
-    ref = cands[0][0]
-    for name, _ in cands:
-        ratio = statistics.median(a / b for a, b in zip(times[name], times[ref]))
-        print(f"{name:58s} {statistics.median(times[name]):9.2f} ms {ratio:7.3f}")
+        rows = [(name, lambda fn=fn: fn(x, t)) for name, fn in cands]
+        _interleaved(f"log1p in a compiled forward  logits {tuple(x.shape)} on {x.device}", rows, args.rounds,
+                     args.steps * 3, x.device)
 
 
 def policies_part(args: argparse.Namespace) -> None:
@@ -409,21 +420,8 @@ def dots_part(args: argparse.Namespace) -> None:
         g = torch.Generator().manual_seed(0)
         p = torch.rand(shape, generator=g).to(args.device)
         t = (torch.rand(shape, generator=g) < 1 / shape[1]).float().to(args.device)
-        rows = _dot_forms(p, t)
-        times: dict[str, list[float]] = {name: [] for name, _ in rows}
-        for r in range(args.rounds):
-            for name, fn in rows[r % 3:] + rows[:r % 3]:
-                _sync(p.device)
-                t0 = time.perf_counter()
-                for _ in range(args.steps * 3):
-                    fn()
-                _sync(p.device)
-                times[name].append((time.perf_counter() - t0) * 1e3 / (args.steps * 3))
-        print(f"\n== sum(p t) per sample and class, {tuple(shape)} on {p.device}; {args.rounds} rounds")
-        ref = rows[0][0]
-        for name, _ in rows:
-            ratio = statistics.median(a / b for a, b in zip(times[name], times[ref]))
-            print(f"{name:58s} {statistics.median(times[name]):9.3f} ms {ratio:7.3f}")
+        _interleaved(f"sum(p t) per sample and class, {tuple(shape)} on {p.device}", _dot_forms(p, t),
+                     args.rounds, args.steps * 3, p.device, digits=3)
 
 
 def main() -> None:
