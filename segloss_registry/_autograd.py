@@ -519,6 +519,10 @@ def _dot_sums(p: Tensor, t: Tensor, dims: tuple[int, ...]) -> bool:
             and set(dims) in (spatial, spatial | {0}) and p.numel() > 0)
 
 
+_MAX_DOT_ROWS = 512
+"""Rows (samples x classes) up to which ``_row_dots`` loops over ``torch.dot``."""
+
+
 def _row_dots(p: Tensor, t: Tensor) -> Tensor:
     """``(p t).sum(spatial axes)`` of contiguous (N, C, *S) tensors, (N, C), as one ``torch.dot`` per
     sample and class: no per-element product tensor. ``torch.bmm`` of (N C, 1, S) by (N C, S, 1), which
@@ -527,15 +531,13 @@ def _row_dots(p: Tensor, t: Tensor) -> Tensor:
     against 7.0; 2x16x128x128 0.47 against 1.8; 2x150x128x128 5.1 against 6.4). Multiplying and summing
     is faster for short rows (0.25 and 3.6 ms at the last two sizes) but allocates a tensor the size of
     the logits, which eager's peak memory is kept free of. Past ``_MAX_DOT_ROWS`` rows (the loop's few
-    microseconds a row would add up) ``bmm`` serves."""
+    microseconds a row would add up), and off the CPU (one kernel launch a row), ``bmm`` serves."""
     n, c = p.shape[:2]
     pv, tv = p.view(n * c, -1), t.view(n * c, -1)
-    if n * c > _MAX_DOT_ROWS:
+    if n * c > _MAX_DOT_ROWS or p.device.type != "cpu":
         return torch.bmm(pv.unsqueeze(1), tv.unsqueeze(2)).view(n, c)
     return torch.stack([torch.dot(pv[i], tv[i]) for i in range(n * c)]).view(n, c)
 
-
-_MAX_DOT_ROWS = 512
 
 
 def _chunked_soft_sums(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -624,7 +626,7 @@ class RegionSums(torch.autograd.Function):
                 grad = _soft_region_grad(pw, tw, gi, None)
                 if g_p is not None:
                     grad = grad.add_(expand(g_p))
-            elif g_p is not None:  # t g_I + g_P (addcmul with the broadcast g_P first is 25% slower on the CPU)
+            elif g_p is not None:  # t g_I + g_P (an addcmul with the broadcast g_P first was slower on the CPU)
                 grad = torch.mul(t, gi).add_(expand(g_p))
             else:
                 grad = t * gi
