@@ -192,9 +192,10 @@ INDUCTOR_OPTIONS: dict[str, Any] = {"realize_cpu_opcount_threshold": 200}
 ``realize_cpu_opcount_threshold``: inductor writes a pointwise result of more than this many operations
 to a full-size buffer before its consumers read it (torch 2.13's CPU default is 50). A loss term is one
 such expression ending in a reduction (a modulated BCE element with the sigmoid and the ``log1p``
-polynomial counts 51 to 60): with the default its per-element values are written to memory in the
-forward and read back by a second loop to be summed (8 MiB each way at 8x1x512x512). At 200 each term of
-the composites in ``tests/test_shared_work.py`` is summed in the loop that computes it. The setting applies
+polynomial is past 50): with the default its per-element values are written to memory in the forward
+and read back by a second loop to be summed (8 MiB each way at 8x1x512x512). At 200 each term of the
+composites in ``tests/test_shared_work.py`` is summed in the loop that computes it (the test also shows
+that inductor's default writes one out). The setting applies
 to CPU kernels only; GPU kernels keep inductor's defaults (not measured here).
 ``python profiles/perf_internals.py fusion`` times both.
 """

@@ -136,7 +136,7 @@ def _compiled_code(spec: str, options: dict[str, object] | None) -> tuple[list[s
 def test_compiled_cpu_forward_sums_every_term_in_the_loop_that_computes_it():
     """The forward of a compiled composite returns scalars only: no per-element tensor is written
     to memory and read back. With inductor's CPU default (realize_cpu_opcount_threshold = 50) the
-    focal element (51 to 60 operations) is written out and summed by a second loop; the project's
+    focal element (past 50 operations) is written out and summed by a second loop; the project's
     ``INDUCTOR_OPTIONS`` keep it in registers (``profiles/perf_internals.py fusion`` times both)."""
     for spec in ("bce + dice + focal", "focal + dice + iou + tversky"):
         fw, bw = _compiled_code(spec, None)
